@@ -27,3 +27,6 @@ INV_NB_TO_INV_UB = 1e3
 PDG_ELECTRON = 11
 PDG_MUON = 13
 PDG_PHOTON = 22
+
+# 1 pb = 1e-6 ub (LHE files give cross sections and weights in pb).
+PB_TO_UB = 1e-6
