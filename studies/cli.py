@@ -161,6 +161,88 @@ def _run_amu(args):
     print_result(args, payload, lines)
 
 
+# --- generate ---------------------------------------------------------------------------------
+
+
+@command("generate", "generate truth events (elastic mu e -> mu e (gamma)) into a Parquet file")
+def _configure_generate(parser):
+    parser.add_argument("--config", metavar="FILE.toml", help="generator configuration ([beam], [[targets]], [elastic], ...)")
+    parser.add_argument("--beam-energy-gev", type=float, help="beam energy (GeV); default 160 or the config's")
+    parser.add_argument("--beam-energy-spread-rel", type=float, help="relative Gaussian beam-energy spread")
+    parser.add_argument("--ee-min-gev", type=float, help="generation cut: minimum electron energy (GeV)")
+    parser.add_argument("--running", choices=["none", "lep", "lep+had"], help="running of alpha")
+    parser.add_argument("--radiation", choices=["none", "nlo"], help="QED radiation beyond LO")
+    parser.add_argument("--process", choices=["elastic", "pair", "all"], help="processes to generate")
+    parser.add_argument("--unweighted", action="store_true", help="unweighted events (accept-reject)")
+    parser.add_argument("--events", type=int, required=True, help="number of events")
+    parser.add_argument("--seed", type=int, required=True, help="random seed, a non-negative integer")
+    parser.add_argument("--chunk-size", type=int, default=1_000_000, help="events per chunk (memory), default 1e6")
+    parser.add_argument("--output", required=True, metavar="FILE.parquet", help="output Parquet file")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    return _run_generate
+
+
+def generator_config_from_args(args):
+    """The GeneratorConfig of --config with the command-line options applied on top."""
+    import dataclasses
+
+    from fastsim.generator.generate import GeneratorConfig
+
+    config = GeneratorConfig.from_toml(args.config) if args.config else GeneratorConfig()
+    beam = config.beam
+    if args.beam_energy_gev is not None:
+        beam = dataclasses.replace(beam, energy_gev=args.beam_energy_gev)
+    if args.beam_energy_spread_rel is not None:
+        beam = dataclasses.replace(beam, energy_spread_rel=args.beam_energy_spread_rel)
+    elastic = config.elastic
+    for option, key in (("ee_min_gev", "ee_min_gev"), ("running", "running"), ("radiation", "radiation")):
+        if getattr(args, option) is not None:
+            elastic = dataclasses.replace(elastic, **{key: getattr(args, option)})
+    changes = {"beam": beam, "elastic": elastic}
+    if args.process is not None:
+        changes["process"] = args.process
+    if args.unweighted:
+        changes["unweighted"] = True
+    return dataclasses.replace(config, **changes)
+
+
+def _run_generate(args):
+    from tqdm import tqdm
+
+    from fastsim.generator.generate import Generator, check_event_count, write_events
+
+    check_event_count(args.events)
+    config = generator_config_from_args(args)
+    generator = Generator(config, args.seed)
+    with tqdm(total=args.events, unit="ev", desc="generate", file=sys.stderr, disable=None) as bar:
+        summary = write_events(generator, args.events, args.output, args.chunk_size, progress=bar.update)
+    summary["seed"] = generator.seed
+    summary["config_hash"] = generator.metadata()["config_hash"]
+    print_result(args, summary, [
+        f"{summary['events']} events -> {summary['output']}",
+        f"sigma = {summary['sigma_ub']:.6g} +- {summary['sigma_err_ub']:.2g} ub (MC estimate)",
+    ])
+
+
+# --- bench ------------------------------------------------------------------------------------
+
+
+@command("bench", "measure the throughput (events/s per core) of each stage")
+def _configure_bench(parser):
+    parser.add_argument("--events", type=int, default=2_000_000, help="events per measurement (default 2e6)")
+    parser.add_argument("--threads", type=int, default=1, help="numba threads (default 1: per core)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    return _run_bench
+
+
+def _run_bench(args):
+    from studies.bench import run_benchmarks
+
+    results = run_benchmarks(args.events, args.threads)
+    lines = [f"{r['stage']:<40s} {r['events_per_s']:12.4g} events/s  ({r['threads']} thread(s))" for r in results]
+    print_result(args, {"benchmarks": results}, lines)
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,136 @@
+"""Configuration: TOML tables turned into frozen, validated dataclasses.
+
+`from_mapping(cls, mapping, where)` builds dataclass `cls` from a TOML table: an unknown key, a
+missing required key or a value of the wrong type raises ValueError naming the key (with its
+dotted path `where.key`), the value and what is allowed. Range checks live in each class's
+`__post_init__` and use `check_range`, so every message has the same shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+import types
+import typing
+from pathlib import Path
+
+
+def check_range(key, value, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """Return float(value); ValueError naming `key` unless it is finite and inside the range."""
+    number = check_number(key, value)
+    below = number <= low if low_open else number < low
+    above = number >= high if high_open else number > high
+    if below or above or not math.isfinite(number):
+        left, right = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"{key} = {value!r} is outside the allowed range {left}{low!r}, {high!r}{right}")
+    return number
+
+
+def check_number(key, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise ValueError(f"{key} = {value!r} must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{key} = {value!r} must be a finite number")
+    return number
+
+
+def check_choice(key, value, choices):
+    if value not in choices:
+        raise ValueError(f"{key} = {value!r} is not allowed; choose one of {list(choices)}")
+    return value
+
+
+def _matches(value, annotation) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple))
+    if dataclasses.is_dataclass(annotation) or origin is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def from_mapping(cls, mapping, where: str):
+    """Build dataclass `cls` from a TOML table, checking keys and types (see the module doc)."""
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{where} must be a table, got {mapping!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key {where}.{unknown[0]} = {mapping[unknown[0]]!r}; allowed keys: {sorted(fields)}")
+    values = {}
+    for name, field in fields.items():
+        if name not in mapping:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise ValueError(f"missing required key {where}.{name}")
+            continue
+        value, annotation = mapping[name], hints[name]
+        if not _matches(value, annotation):
+            raise ValueError(f"{where}.{name} = {value!r} has the wrong type; expected {_type_name(annotation)}")
+        values[name] = _convert(value, annotation)
+    try:
+        return cls(**values)
+    except ValueError as error:
+        message = str(error)
+        raise ValueError(message if message.startswith(where) else f"{where}.{message}") from None
+
+
+def _convert(value, annotation):
+    if annotation is float or (typing.get_origin(annotation) in (typing.Union, types.UnionType) and float in typing.get_args(annotation)):
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if typing.get_origin(annotation) is tuple:
+        return tuple(value)
+    return value
+
+
+def _type_name(annotation) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return "nothing"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def load_toml(path) -> dict:
+    """Read a TOML file; ValueError naming the file for a missing or malformed one."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ValueError(f"config = {str(path)!r} cannot be read: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"config = {str(path)!r} is not valid TOML: {error}") from None
+
+
+def to_plain(value):
+    """A dataclass tree as plain JSON-able Python (for saving with outputs and hashing)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value) if not f.name.startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value
+
+
+def content_hash(value) -> str:
+    """SHA-256 of the canonical JSON of a configuration (first 16 hex digits)."""
+    text = json.dumps(to_plain(value), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

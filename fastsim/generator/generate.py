@@ -1,0 +1,400 @@
+"""Event generation: configuration, the per-chunk kernels and the chunked driver.
+
+What to use when:
+
+- `GeneratorConfig` (from TOML with `GeneratorConfig.from_toml`, or built in Python) says what
+  to generate: beam, targets, processes, running, radiation, generation cuts, weighted or not.
+- `Generator(config, seed)` produces events: `generator.chunk(first_event, n)` gives the
+  TruthEvents of events [first_event, first_event + n), the same whatever the chunking, and
+  `generator.run(n_events, chunk_size)` iterates over chunks (unweighted mode: over accepted
+  events). `generator.summary()` gives the MC cross section with its error.
+- `write_events(config, n, seed, path)` writes a Parquet file atomically.
+
+Weights are in ub per target electron: with several targets or processes, sum(weight)/N times the
+electron areal density times the number of beam muons is the expected number of events.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit, prange
+
+import fastsim
+from fastsim import rng
+from fastsim.config import check_choice, check_range, content_hash, from_mapping, load_toml, to_plain
+from fastsim.events import PROCESS_CODES, TruthEvents, TruthWriter
+from fastsim.generator.beam import BeamModel, beam_kernel
+from fastsim.generator.elastic import (
+    RunningTable,
+    TSampling,
+    born_final_state_kernel,
+    cut_array,
+    elastic_weight_kernel,
+    passes_cuts_kernel,
+    sample_t_kernel,
+    sampling_intervals,
+)
+from fastsim.generator.radiation import RADIATION_MODELS, RadiationModel, min_born_energy_fraction, radiate_event
+from fastsim.generator.targets import Target, check_targets, target_arrays, vertex_kernel
+from fastsim.physics.cross_section import ElasticCrossSection, ElasticCuts
+from fastsim.physics.vacuum_polarization import (
+    RUNNING_CHOICES,
+    LeptonLikeModel,
+    NoHadronicModel,
+    Pol2Model,
+    RunningCoupling,
+    TabulatedModel,
+)
+from fastsim.units import ELECTRON_MASS_GEV, PDG_ELECTRON, PDG_MUON, PDG_PHOTON
+
+PROCESS_CHOICES = ("elastic", "pair", "all")
+N_OUT = 3  # outgoing particle slots per event: muon, electron, photon (or e+ for pairs)
+
+
+@dataclass(frozen=True)
+class ElasticSettings:
+    """Elastic process: running of alpha, hadronic model, radiation and generation cuts."""
+
+    running: str = "lep+had"
+    hadronic_model: str = "ll"
+    K: float = 0.13724
+    M_gev2: float = 0.0525
+    c1_per_gev2: float = -0.009057
+    c2_per_gev4: float = -0.01364
+    hadronic_table: str | None = None
+    radiation: str = "none"
+    photon_energy_min_gev: float = 2e-6
+    radiation_k_factor: float | None = None
+    ee_min_gev: float | None = 1.0
+    ee_max_gev: float | None = None
+    theta_e_min_rad: float | None = None
+    theta_e_max_rad: float | None = None
+    theta_mu_min_rad: float | None = None
+    theta_mu_max_rad: float | None = None
+
+    def __post_init__(self):
+        check_choice("running", self.running, RUNNING_CHOICES)
+        check_choice("hadronic_model", self.hadronic_model, ("ll", "pol2", "table", "none"))
+        check_choice("radiation", self.radiation, RADIATION_MODELS)
+        if self.hadronic_model == "table" and self.hadronic_table is None:
+            raise ValueError("hadronic_table: a file is required with hadronic_model = 'table'")
+        if self.radiation != "none" and self.ee_min_gev is None:
+            raise ValueError(f"ee_min_gev: radiation = {self.radiation!r} needs a cut on the electron energy")
+        self.cuts  # validates the cut window
+        self.running_coupling  # validates the model parameters
+        self.radiation_model  # validates the radiation settings
+
+    @property
+    def radiation_model(self) -> RadiationModel:
+        extra = {} if self.radiation_k_factor is None else {"k_factor": self.radiation_k_factor}
+        try:
+            return RadiationModel(name=self.radiation, photon_energy_min_gev=self.photon_energy_min_gev, **extra)
+        except ValueError as error:  # name the keys as this table spells them
+            raise ValueError(str(error).replace("k_factor", "radiation_k_factor", 1)) from None
+
+    @property
+    def cuts(self) -> ElasticCuts:
+        return ElasticCuts(self.ee_min_gev, self.ee_max_gev, self.theta_e_min_rad, self.theta_e_max_rad,
+                           self.theta_mu_min_rad, self.theta_mu_max_rad)
+
+    @property
+    def running_coupling(self) -> RunningCoupling:
+        model = {
+            "ll": lambda: LeptonLikeModel(self.K, self.M_gev2),
+            "pol2": lambda: Pol2Model(self.c1_per_gev2, self.c2_per_gev4),
+            "table": lambda: TabulatedModel.from_file(self.hadronic_table),
+            "none": NoHadronicModel,
+        }[self.hadronic_model]()
+        return RunningCoupling(self.running, model)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """What to generate. TOML layout: [beam], [[targets]], [elastic], [pair] and the top-level
+    keys `process` ("elastic", "pair", "all") and `unweighted`."""
+
+    beam: BeamModel = field(default_factory=BeamModel)
+    targets: tuple = (Target(),)
+    elastic: ElasticSettings = field(default_factory=ElasticSettings)
+    process: str = "elastic"
+    unweighted: bool = False
+
+    def __post_init__(self):
+        check_choice("process", self.process, PROCESS_CHOICES)
+        object.__setattr__(self, "targets", check_targets(self.targets))
+        if self.process != "elastic":
+            raise ValueError(f"process = {self.process!r}: pair production is not available yet; choose 'elastic'")
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> "GeneratorConfig":
+        data = dict(data)
+        unknown = sorted(set(data) - {"beam", "targets", "elastic", "process", "unweighted"})
+        if unknown:
+            raise ValueError(f"unknown key {where}.{unknown[0]}; allowed: beam, targets, elastic, process, unweighted")
+        values = {}
+        if "beam" in data:
+            values["beam"] = from_mapping(BeamModel, data["beam"], f"{where}.beam")
+        if "targets" in data:
+            if not isinstance(data["targets"], list):
+                raise ValueError(f"{where}.targets must be an array of tables ([[targets]])")
+            values["targets"] = tuple(from_mapping(Target, t, f"{where}.targets[{i}]") for i, t in enumerate(data["targets"]))
+        if "elastic" in data:
+            values["elastic"] = from_mapping(ElasticSettings, data["elastic"], f"{where}.elastic")
+        for key, kind in (("process", str), ("unweighted", bool)):
+            if key in data:
+                if not isinstance(data[key], kind):
+                    raise ValueError(f"{where}.{key} = {data[key]!r} has the wrong type; expected {kind.__name__}")
+                values[key] = data[key]
+        try:
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+
+    @classmethod
+    def from_toml(cls, path) -> "GeneratorConfig":
+        return cls.from_dict(load_toml(path), where=str(path))
+
+
+@njit(cache=True, nogil=True)
+def _rotate_to_beam(px, py, pz, dx, dy, dz):
+    """Rotate a vector from the frame where the beam is +z to the lab, where it is (dx, dy, dz):
+    Rodrigues' formula with v = z x d, stable for small angles."""
+    vx, vy = -dy, dx
+    # v x p and v x (v x p), v = (vx, vy, 0)
+    cx, cy, cz = vy * pz, -vx * pz, vx * py - vy * px
+    ccx, ccy, ccz = vy * cz, -vx * cz, vx * cy - vy * cx
+    k = 1.0 / (1.0 + dz)
+    return px + cx + k * ccx, py + cy + k * ccy, pz + cz + k * ccz
+
+
+@njit(parallel=True, cache=True)
+def _elastic_chunk(seed, first_event, beam_params, beam_profile, target_z, target_thickness, target_cumulative,
+                   t_shape, t_low, t_high, t_cumulative, u_start, u_step, coefficients, cuts, radiation_params,
+                   weight, t_out, beam_out, vertex_out, target_out, momenta, angles):
+    """Generate events first_event .. first_event + n - 1 (n = weight.size) into the arrays."""
+    radiative = radiation_params[0] != 0.0
+    for i in prange(weight.size):
+        event = first_event + i
+        energy, x0, y0, theta_x, theta_y = beam_kernel(seed, event, beam_params, beam_profile)
+        u = rng.uniform4(seed, event, rng.STREAM_PROCESS, 0)
+        z, target = vertex_kernel(u[1], u[2], target_z, target_thickness, target_cumulative)
+        u = rng.uniform4(seed, event, rng.STREAM_ELASTIC, 0)
+        t, density = sample_t_kernel(u[0], u[1], t_shape, t_low, t_high, t_cumulative)
+        phi = 2.0 * math.pi * u[2]
+        w = elastic_weight_kernel(energy, t, density, u_start, u_step, coefficients)
+        out = momenta[i].reshape(-1)
+        out[:] = 0.0
+        if radiative and w > 0.0:
+            r = rng.uniform4(seed, event, rng.STREAM_RADIATION, 0)
+            w *= radiate_event(energy, t, phi, np.array(r), radiation_params, out)
+        else:
+            born_final_state_kernel(energy, t, phi, out)
+        theta_e = math.atan2(math.hypot(out[4], out[5]), out[6])
+        theta_mu = math.atan2(math.hypot(out[0], out[1]), out[2])
+        if w > 0.0 and not passes_cuts_kernel(cuts, out[7], theta_e, theta_mu):
+            w = 0.0
+        tx, ty = math.tan(theta_x), math.tan(theta_y)
+        norm = math.sqrt(1.0 + tx * tx + ty * ty)
+        dx, dy, dz = tx / norm, ty / norm, 1.0 / norm
+        for k in range(N_OUT):
+            px, py, pz = _rotate_to_beam(out[4 * k], out[4 * k + 1], out[4 * k + 2], dx, dy, dz)
+            out[4 * k] = px
+            out[4 * k + 1] = py
+            out[4 * k + 2] = pz
+        weight[i] = w
+        t_out[i] = t
+        beam_out[i, 0] = energy
+        beam_out[i, 1] = theta_x
+        beam_out[i, 2] = theta_y
+        vertex_out[i, 0] = x0 + tx * (z - beam_params[8])
+        vertex_out[i, 1] = y0 + ty * (z - beam_params[8])
+        vertex_out[i, 2] = z
+        target_out[i] = target
+        angles[i, 0] = theta_e
+        angles[i, 1] = math.atan2(out[5], out[4]) if radiative else phi
+        angles[i, 2] = theta_mu
+        angles[i, 3] = math.atan2(out[1], out[0]) if radiative else (phi + math.pi if phi < math.pi else phi - math.pi)
+
+
+@njit(parallel=True, cache=True)
+def _accept(seed, first_event, weight, max_weight, accepted):
+    """Unweighting: event i is kept with probability weight / max_weight (its own uniform)."""
+    for i in prange(weight.size):
+        u = rng.uniform(seed, first_event + i, rng.STREAM_ELASTIC, 3)
+        accepted[i] = u * max_weight < weight[i]
+
+
+class Generator:
+    """Events of `config` for one `seed`; any event k can be regenerated alone."""
+
+    def __init__(self, config: GeneratorConfig, seed: int, max_weight: float | None = None):
+        self.config = config
+        self.seed = rng.validate_seed(seed)
+        self._kernel_seed = np.uint64(self.seed)  # numba refuses Python ints >= 2^63
+        beam = config.beam
+        settings = config.elastic
+        self.radiation = settings.radiation_model
+        self.sampling = born_sampling(beam, settings.cuts, self.radiation)
+        self.running_table = RunningTable.build(settings.running_coupling, *self.sampling.t_range_gev2)
+        self.beam_params, self.beam_profile = beam.kernel_arrays()
+        rates = [t.electron_areal_density_per_cm2 for t in config.targets]
+        self.target_z, self.target_thickness, self.target_cumulative = target_arrays(config.targets, rates)
+        self.cuts = cut_array(settings.cuts)
+        self._sum_w = 0.0
+        self._sum_w2 = 0.0
+        self._trials = 0
+        self._overweight = 0
+        self.max_weight = max_weight
+        if config.unweighted and max_weight is None:
+            self.max_weight = self._prescan_max_weight()
+
+    # --- weighted events ------------------------------------------------------------------
+
+    def chunk(self, first_event: int, n_events: int) -> TruthEvents:
+        """Weighted events first_event .. first_event + n_events - 1 (zero weights included)."""
+        weight = np.empty(n_events)
+        t = np.empty(n_events)
+        beam = np.empty((n_events, 3))
+        vertex = np.empty((n_events, 3))
+        target = np.empty(n_events, dtype=np.int16)
+        momenta = np.empty((n_events, N_OUT, 4))
+        angles = np.empty((n_events, 4))
+        table = self.running_table
+        _elastic_chunk(self._kernel_seed, first_event, self.beam_params, self.beam_profile, self.target_z,
+                       self.target_thickness, self.target_cumulative, *self.sampling.arrays(),
+                       table.u_start, table.u_step, table.coefficients, self.cuts, self.radiation.kernel_params(),
+                       weight, t, beam, vertex, target, momenta, angles)
+        return self._truth(first_event, weight, t, beam, vertex, target, momenta, angles)
+
+    def _truth(self, first_event, weight, t, beam, vertex, target, momenta, angles):
+        n = weight.size
+        muon_pdg = -PDG_MUON if self.config.beam.charge > 0 else PDG_MUON
+        pdg = np.tile(np.array([muon_pdg, PDG_ELECTRON, PDG_PHOTON], dtype=np.int32), (n, 1))
+        present = momenta[:, :, 3] > 0.0
+        counts = present.sum(axis=1)
+        columns = {
+            "event_id": np.arange(first_event, first_event + n, dtype=np.int64),
+            "process": np.full(n, PROCESS_CODES["elastic"], dtype=np.int8),
+            "weight": weight, "beam_energy_gev": beam[:, 0], "beam_theta_x_rad": beam[:, 1],
+            "beam_theta_y_rad": beam[:, 2], "vertex_x_cm": vertex[:, 0], "vertex_y_cm": vertex[:, 1],
+            "vertex_z_cm": vertex[:, 2], "target_index": target, "t_gev2": t,
+            "e_energy_gev": momenta[:, 1, 3], "e_theta_rad": angles[:, 0], "e_phi_rad": angles[:, 1],
+            "mu_energy_gev": momenta[:, 0, 3], "mu_theta_rad": angles[:, 2], "mu_phi_rad": angles[:, 3],
+            "photon_energy_gev": momenta[:, 2, 3],
+        }
+        particles = {
+            "pdg": pdg[present], "px_gev": momenta[:, :, 0][present], "py_gev": momenta[:, :, 1][present],
+            "pz_gev": momenta[:, :, 2][present], "e_gev": momenta[:, :, 3][present],
+        }
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._sum_w += float(weight.sum())
+        self._sum_w2 += float(np.dot(weight, weight))
+        self._trials += n
+        return TruthEvents(columns, offsets, particles, self.metadata())
+
+    # --- unweighted events ----------------------------------------------------------------
+
+    def _prescan_max_weight(self, n_scan: int = 200_000, safety: float = 1.1) -> float:
+        """Largest weight of a pre-scan of events far beyond those generated (indices from
+        2^62), times `safety`."""
+        scan = self.chunk(1 << 62, n_scan)
+        self._sum_w = self._sum_w2 = 0.0
+        self._trials = 0
+        peak = float(scan["weight"].max())
+        if peak <= 0:
+            raise ValueError("the generation cuts leave no events with positive weight")
+        return peak * safety
+
+    def unweighted_chunk(self, first_trial: int, n_trials: int) -> TruthEvents:
+        """Trials first_trial .. first_trial + n_trials - 1, kept with probability w / w_max;
+        kept events carry weight = the running MC cross section estimate set by `run`."""
+        events = self.chunk(first_trial, n_trials)
+        accepted = np.empty(n_trials, dtype=np.bool_)
+        _accept(self._kernel_seed, first_trial, events["weight"], self.max_weight, accepted)
+        over = int(np.count_nonzero(events["weight"] > self.max_weight))
+        if over:
+            self._overweight += over
+            warnings.warn(f"{over} events had a weight above the pre-scanned maximum {self.max_weight:.6g} ub; "
+                          "the unweighted sample is biased by their excess", RuntimeWarning, stacklevel=2)
+        return events.select(accepted)
+
+    # --- the driver -------------------------------------------------------------------------
+
+    def run(self, n_events: int, chunk_size: int = 1_000_000):
+        """Yield TruthEvents chunks until n_events events are produced (weighted: events
+        0 .. n_events - 1; unweighted: the first n_events accepted trials)."""
+        n_events = check_event_count(n_events)
+        chunk_size = int(check_range("chunk_size", chunk_size, 1, 1e9))
+        if not self.config.unweighted:
+            for first in range(0, n_events, chunk_size):
+                yield self.chunk(first, min(chunk_size, n_events - first))
+            return
+        produced, trial = 0, 0
+        while produced < n_events:
+            accepted = self.unweighted_chunk(trial, chunk_size)
+            trial += chunk_size
+            accepted = accepted.select(np.arange(len(accepted)) < n_events - produced)
+            produced += len(accepted)
+            yield accepted
+
+    def summary(self) -> dict:
+        """MC cross section (ub) and its error from the weights of all events seen so far."""
+        n = max(self._trials, 1)
+        mean = self._sum_w / n
+        variance = max(self._sum_w2 / n - mean * mean, 0.0)
+        return {"trials": self._trials, "sigma_ub": mean, "sigma_err_ub": math.sqrt(variance / n),
+                "max_weight_ub": self.max_weight, "events_above_max_weight": self._overweight}
+
+    def analytic_sigma_ub(self) -> float:
+        """The LO cross section in the generation cuts at the mean beam energy (for checks)."""
+        xsec = ElasticCrossSection(self.config.beam.mean_energy_gev, self.config.elastic.running_coupling)
+        return xsec.sigma_ub(self.config.elastic.cuts)
+
+    def metadata(self) -> dict:
+        return {"config": to_plain(self.config), "config_hash": content_hash(self.config), "seed": self.seed,
+                "version": fastsim.__version__, "unweighted": self.config.unweighted}
+
+
+#: Share of radiative events drawn from the log-uniform Born window below the E_e cut.
+RADIATION_TAIL_SHARE = 0.3
+
+
+def born_sampling(beam: BeamModel, cuts: ElasticCuts, radiation: RadiationModel) -> TSampling:
+    """The density of the Born t for this beam, these cuts and this radiation model.
+
+    Without radiation: ~1/t^2 on the cuts' t intervals (exact for a monochromatic beam, their
+    hull over the beam's energy range otherwise). With radiation the final state is not the
+    Born one: ~1/t^2 from t_min up to the E_e cut, plus, with probability
+    RADIATION_TAIL_SHARE, ~1/|t| down to the Born electron energy below which no radiative
+    event passes the cut (`min_born_energy_fraction`); all cuts apply to the final state.
+    """
+    exact = beam.is_monochromatic
+    energy_range = (beam.mean_energy_gev,) * 2 if exact else beam.energy_range_gev()
+    if radiation.name == "none":
+        return TSampling.inverse_t2(sampling_intervals(energy_range, cuts, exact))
+    born_cuts = ElasticCuts(ee_min_gev=cuts.ee_min_gev)
+    intervals = sampling_intervals(energy_range, born_cuts, exact=False)
+    fraction = min(min_born_energy_fraction(energy, cuts.ee_min_gev) for energy in energy_range)
+    tail_kinetic_gev = fraction * (cuts.ee_min_gev - ELECTRON_MASS_GEV)
+    return TSampling.with_log_tail(intervals, -2.0 * ELECTRON_MASS_GEV * tail_kinetic_gev, RADIATION_TAIL_SHARE)
+
+
+def check_event_count(n_events) -> int:
+    if isinstance(n_events, bool) or not isinstance(n_events, (int, np.integer)) or n_events <= 0:
+        raise ValueError(f"events = {n_events!r} is outside the allowed range: a positive integer")
+    return int(n_events)
+
+
+def write_events(generator: Generator, n_events: int, path, chunk_size: int = 1_000_000, progress=None) -> dict:
+    """Generate n_events into the Parquet file `path` (atomically) and return the summary."""
+    n_events = check_event_count(n_events)
+    with TruthWriter(path, generator.metadata()) as writer:
+        for events in generator.run(n_events, chunk_size):
+            writer.write(events)
+            if progress is not None:
+                progress(len(events))
+    return {"events": n_events, **generator.summary(), "output": str(path)}

@@ -1,0 +1,317 @@
+"""Counter-based random numbers for numba kernels: Philox-4x64-10.
+
+Every random number of the toolkit is a pure function of (seed, event index, stream, draw), so a
+result does not depend on chunk size, thread count or worker layout, and event k can be
+regenerated alone. There is no state to carry around and nothing to seed per thread.
+
+What to use when (all are `@njit` scalars, callable from other kernels and inside `prange`):
+
+- `uniform(seed, event, stream, draw)`: one float64 in the open interval (0, 1), safe for log.
+- `normal(seed, event, stream, index)`: one standard normal (Box-Muller).
+- `fill_uniform(seed, event, stream, out)` / `fill_normal(...)`: draws 0 .. n-1 into `out`,
+  one Philox block per 4 uniforms, when a kernel needs several numbers for one event.
+- `random_u64(...)` / `philox4x64(...)`: the raw 64-bit words.
+- Python side: `validate_seed` at every API boundary taking a seed, `derive_seed` for campaign
+  shards, `uniform_array` / `normal_array` for tests and studies.
+
+Key scheme. The Philox key is (seed, stream) and the counter is (event, draw // 4, 0, 0); the
+draw-th 64-bit number is word draw % 4 of that block. Uniforms take the top 52 bits,
+u = ((x >> 12) + 0.5) * 2**-52, which is exact in float64, never 0 or 1, and symmetric
+(u(~x) = 1 - u(x)). Normal number `index` uses the uniform draws 2*(index // 2) (radius) and
+2*(index // 2) + 1 (angle) of the same stream and returns the cos branch for even and the sin
+branch for odd `index`: normals 2j and 2j + 1 are the Box-Muller pair of uniforms 2j, 2j + 1
+(always in one Philox block). Uniform draw i and normal index i of one stream therefore share
+random bits: within one stream, use either kind for a given range of indices, not both.
+Stream 0 is reserved for `derive_seed`; named streams are below 1000 and multiple scattering in
+layer l uses stream 1000 + l.
+
+`philox4x64` is bit-identical to numpy's `np.random.Philox` block function (numpy increments its
+counter before each block, so `Philox(key=k, counter=c).random_raw(4)` is the block of c + 1).
+
+Salmon, Moraes, Dror, Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC11 (2011).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from numba import njit, prange
+
+# Stream identifiers: one per use, so that changing one effect never shifts another's numbers.
+STREAM_SEED_DERIVATION = 0  # reserved for derive_seed
+STREAM_ELASTIC = 1  # generator kinematics (t, phi, unweighting)
+STREAM_BEAM = 2  # beam energy, position and direction
+STREAM_RADIATION = 3  # QED radiative corrections (photon emission at the vertex)
+STREAM_PAIR = 4  # pair production
+STREAM_PROCESS = 5  # process choice and vertex (target, depth)
+STREAM_IMPORT = 6  # imported (LHE) samples: anything drawn while reading them
+STREAM_BREMSSTRAHLUNG = 7  # bremsstrahlung in the detector material
+STREAM_DIGITIZATION = 8  # strip digitization (cluster charge, resolution)
+STREAM_EFFICIENCY = 9  # hit efficiency
+STREAM_NOISE = 10  # noise hits
+STREAM_PILEUP = 11  # pile-up muons
+_MULTIPLE_SCATTERING_BASE = 1000  # stream of layer l is 1000 + l
+
+_UINT64_LIMIT = 2**64
+
+# Philox-4x64 multipliers and Weyl key increments (Salmon et al. 2011, Random123).
+_M0 = np.uint64(0xD2E7470EE14C6C93)
+_M1 = np.uint64(0xCA5A826395121157)
+_W0 = np.uint64(0x9E3779B97F4A7C15)
+_W1 = np.uint64(0xBB67AE8584CAA73B)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_S12 = np.uint64(12)
+_ZERO = np.uint64(0)
+_ROUNDS = 10
+_TWO_M52 = 2.0**-52
+_TWO_PI = 2.0 * math.pi
+
+
+@njit(cache=True, nogil=True)
+def _mulhilo(a, b):
+    """(low, high) 64-bit words of the 128-bit product a * b, from 32-bit halves (no uint128)."""
+    a_lo, a_hi = a & _LOW32, a >> _S32
+    b_lo, b_hi = b & _LOW32, b >> _S32
+    lolo = a_lo * b_lo
+    hilo = a_hi * b_lo
+    # cannot overflow: (2^32 - 1)^2 + 2 (2^32 - 1) = 2^64 - 1
+    cross = (lolo >> _S32) + (hilo & _LOW32) + a_lo * b_hi
+    high = a_hi * b_hi + (hilo >> _S32) + (cross >> _S32)
+    return a * b, high  # uint64 multiplication wraps: the low word directly
+
+
+@njit(cache=True, nogil=True)
+def philox4x64(c0, c1, c2, c3, k0, k1):
+    """One Philox-4x64-10 block.
+
+    Parameters
+    ----------
+    c0, c1, c2, c3 : uint64
+        Counter words (c0 least significant).
+    k0, k1 : uint64
+        Key words.
+
+    Returns
+    -------
+    tuple of 4 uint64
+        The block, equal to numpy's ``np.random.Philox`` output for the same key and counter.
+
+    Notes
+    -----
+    Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC11 (2011).
+    """
+    c0, c1, c2, c3 = np.uint64(c0), np.uint64(c1), np.uint64(c2), np.uint64(c3)
+    k0, k1 = np.uint64(k0), np.uint64(k1)
+    for _ in range(_ROUNDS):
+        lo0, hi0 = _mulhilo(_M0, c0)
+        lo1, hi1 = _mulhilo(_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 += _W0  # the bump after the last round is unused
+        k1 += _W1
+    return c0, c1, c2, c3
+
+
+@njit(cache=True, nogil=True)
+def _block(seed, event, stream, block):
+    """Philox block `block` of (seed, event, stream): key (seed, stream), counter (event, block, 0, 0)."""
+    return philox4x64(np.uint64(event), np.uint64(block), _ZERO, _ZERO, np.uint64(seed), np.uint64(stream))
+
+
+@njit(cache=True, nogil=True)
+def _to_unit(x):
+    """Open-interval uniform from a 64-bit word: ((x >> 12) + 0.5) 2^-52, exact, in (0, 1)."""
+    return (np.float64(x >> _S12) + 0.5) * _TWO_M52
+
+
+@njit(cache=True, nogil=True)
+def random_u64(seed, event, stream, draw):
+    """The draw-th 64-bit random word of (seed, event, stream): word draw % 4 of block draw // 4."""
+    draw = np.uint64(draw)
+    x0, x1, x2, x3 = _block(seed, event, stream, draw >> np.uint64(2))
+    word = draw & np.uint64(3)
+    if word == 0:
+        return x0
+    if word == 1:
+        return x1
+    if word == 2:
+        return x2
+    return x3
+
+
+@njit(cache=True, nogil=True)
+def uniform(seed, event, stream, draw):
+    """The draw-th uniform of (seed, event, stream), a float64 in the open interval (0, 1)."""
+    return _to_unit(random_u64(seed, event, stream, draw))
+
+
+@njit(cache=True, nogil=True)
+def uniform4(seed, event, stream, block):
+    """Uniform draws 4 block .. 4 block + 3 of (seed, event, stream) from one Philox block."""
+    x0, x1, x2, x3 = _block(seed, event, stream, block)
+    return _to_unit(x0), _to_unit(x1), _to_unit(x2), _to_unit(x3)
+
+
+@njit(cache=True, nogil=True)
+def _box_muller(x_radius, x_angle, cosine):
+    """Box-Muller (Box & Muller, Ann. Math. Stat. 29 (1958) 610) from two 64-bit words."""
+    radius = math.sqrt(-2.0 * math.log(_to_unit(x_radius)))  # |z| <= 8.5: u >= 2^-53
+    angle = _TWO_PI * _to_unit(x_angle)
+    return radius * math.cos(angle) if cosine else radius * math.sin(angle)
+
+
+@njit(cache=True, nogil=True)
+def normal(seed, event, stream, index):
+    """Standard normal number `index` of (seed, event, stream).
+
+    Box-Muller on the uniform draws 2*(index // 2) and 2*(index // 2) + 1 of the same stream:
+    the cos branch for even, the sin branch for odd `index`.
+    """
+    index = np.uint64(index)
+    x0, x1, x2, x3 = _block(seed, event, stream, index >> np.uint64(2))
+    cosine = (index & np.uint64(1)) == 0
+    if (index & np.uint64(2)) == 0:
+        return _box_muller(x0, x1, cosine)
+    return _box_muller(x2, x3, cosine)
+
+
+@njit(cache=True, nogil=True)
+def fill_uniform(seed, event, stream, out):
+    """Fill out[0 .. n) with the uniform draws 0 .. n-1 of (seed, event, stream), ceil(n/4) blocks."""
+    n = out.shape[0]
+    for b in range((n + 3) // 4):
+        x0, x1, x2, x3 = _block(seed, event, stream, b)
+        i = 4 * b
+        out[i] = _to_unit(x0)
+        if i + 1 < n:
+            out[i + 1] = _to_unit(x1)
+        if i + 2 < n:
+            out[i + 2] = _to_unit(x2)
+        if i + 3 < n:
+            out[i + 3] = _to_unit(x3)
+
+
+@njit(cache=True, nogil=True)
+def fill_normal(seed, event, stream, out):
+    """Fill out[0 .. n) with the normals 0 .. n-1 of (seed, event, stream), ceil(n/4) blocks."""
+    n = out.shape[0]
+    for b in range((n + 3) // 4):
+        x0, x1, x2, x3 = _block(seed, event, stream, b)
+        i = 4 * b
+        out[i] = _box_muller(x0, x1, True)
+        if i + 1 < n:
+            out[i + 1] = _box_muller(x0, x1, False)
+        if i + 2 < n:
+            out[i + 2] = _box_muller(x2, x3, True)
+        if i + 3 < n:
+            out[i + 3] = _box_muller(x2, x3, False)
+
+
+@njit(cache=True, nogil=True)
+def multiple_scattering_stream(layer_index):
+    """Stream of the multiple scattering in layer `layer_index` (>= 0): 1000 + layer_index."""
+    return _MULTIPLE_SCATTERING_BASE + layer_index
+
+
+def _validate_uint64(name, value):
+    """`value` as a Python int if it is an integer (not bool) in [0, 2**64), else ValueError."""
+    is_integer = isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not is_integer or not 0 <= int(value) < _UINT64_LIMIT:
+        raise ValueError(f"{name} must be an integer with 0 <= {name} < 2**64, got {value!r}")
+    return int(value)
+
+
+def validate_seed(seed) -> int:
+    """Check a seed and return it as a Python int.
+
+    Parameters
+    ----------
+    seed : int or numpy integer
+        Must satisfy 0 <= seed < 2**64; bools, floats and strings are refused.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        Naming `seed`, the value and the allowed range.
+    """
+    return _validate_uint64("seed", seed)
+
+
+def derive_seed(seed, *labels) -> int:
+    """A new 64-bit seed from `seed` and integer labels (e.g. a campaign shard number).
+
+    Parameters
+    ----------
+    seed : int
+        0 <= seed < 2**64.
+    *labels : int
+        Each 0 <= label < 2**64; applied in order, so ``derive_seed(s, a, b)`` equals
+        ``derive_seed(derive_seed(s, a), b)``. Without labels the seed is returned unchanged.
+
+    Returns
+    -------
+    int
+
+    Notes
+    -----
+    Each label maps s to ``random_u64(s, label, STREAM_SEED_DERIVATION, 0)``, word 0 of the Philox
+    block with key (s, 0) and counter (label, 0, 0, 0). Stream 0 is used by nothing else.
+    """
+    result = validate_seed(seed)
+    for label in labels:
+        label = _validate_uint64("label", label)
+        result = int(random_u64(np.uint64(result), np.uint64(label), STREAM_SEED_DERIVATION, 0))
+    return result
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _uniform_rows(seed, first_event, stream, out):
+    for i in prange(out.shape[0]):
+        fill_uniform(seed, first_event + np.uint64(i), stream, out[i])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _normal_rows(seed, first_event, stream, out):
+    for i in prange(out.shape[0]):
+        fill_normal(seed, first_event + np.uint64(i), stream, out[i])
+
+
+def _rows(kernel, seed, first_event, n_events, stream, draws_per_event):
+    seed = validate_seed(seed)
+    first_event = _validate_uint64("first_event", first_event)
+    n_events = _validate_uint64("n_events", n_events)
+    stream = _validate_uint64("stream", stream)
+    draws_per_event = _validate_uint64("draws_per_event", draws_per_event)
+    if first_event + n_events > _UINT64_LIMIT:
+        raise ValueError(f"first_event + n_events must be <= 2**64, got {first_event} + {n_events}")
+    out = np.empty((n_events, draws_per_event), dtype=np.float64)
+    kernel(np.uint64(seed), np.uint64(first_event), np.uint64(stream), out)
+    return out
+
+
+def uniform_array(seed, first_event, n_events, stream, draws_per_event):
+    """Uniform draws 0 .. draws_per_event-1 of events first_event .. first_event + n_events - 1.
+
+    Returns
+    -------
+    ndarray, shape (n_events, draws_per_event), float64
+        Row i is `fill_uniform` of event first_event + i; computed in parallel over events.
+    """
+    return _rows(_uniform_rows, seed, first_event, n_events, stream, draws_per_event)
+
+
+def normal_array(seed, first_event, n_events, stream, draws_per_event):
+    """Standard normals 0 .. draws_per_event-1 of events first_event .. first_event + n_events - 1.
+
+    Returns
+    -------
+    ndarray, shape (n_events, draws_per_event), float64
+        Row i is `fill_normal` of event first_event + i; computed in parallel over events.
+    """
+    return _rows(_normal_rows, seed, first_event, n_events, stream, draws_per_event)
