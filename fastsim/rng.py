@@ -163,6 +163,18 @@ def _box_muller(x_radius, x_angle, cosine):
 
 
 @njit(cache=True, nogil=True)
+def normal4(seed, event, stream, block):
+    """Normals 4 block .. 4 block + 3 of (seed, event, stream), equal to `normal` of those
+    indices, from one Philox block and two logarithms."""
+    x0, x1, x2, x3 = _block(seed, event, stream, block)
+    r0 = math.sqrt(-2.0 * math.log(_to_unit(x0)))
+    a0 = _TWO_PI * _to_unit(x1)
+    r1 = math.sqrt(-2.0 * math.log(_to_unit(x2)))
+    a1 = _TWO_PI * _to_unit(x3)
+    return r0 * math.cos(a0), r0 * math.sin(a0), r1 * math.cos(a1), r1 * math.sin(a1)
+
+
+@njit(cache=True, nogil=True)
 def normal(seed, event, stream, index):
     """Standard normal number `index` of (seed, event, stream).
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numba
 
 from fastsim.generator.beam import BeamModel
-from fastsim.generator.generate import GeneratorConfig, Generator
+from fastsim.generator.generate import DEFAULT_CHUNK_SIZE, Generator, GeneratorConfig
 
 
 def _best_rate(function, n_events, repeats=3):
@@ -25,19 +25,21 @@ def _best_rate(function, n_events, repeats=3):
     return n_events / best
 
 
-def _generation_case(config, seed=1):
-    generator = Generator(config, seed)
-    return lambda n: generator.chunk(0, n)
+def _streamed(generator, n_events):
+    for _ in generator.run(n_events):
+        pass
 
 
 def benchmark_cases():
     """(stage name, configuration) of every generation benchmark."""
     nominal = GeneratorConfig()
+    radiative = replace(nominal, elastic=replace(nominal.elastic, radiation="nlo"))
     spread = replace(nominal, beam=BeamModel(energy_gev=160.0, energy_spread_rel=0.03,
                                              divergence_x_rad=3e-4, divergence_y_rad=3e-4, spot_x_cm=1.5, spot_y_cm=1.5))
     return [
         ("elastic, weighted, monochromatic beam", nominal),
         ("elastic, weighted, beam spread+divergence+spot", spread),
+        ("elastic + NLO-like radiation, weighted", radiative),
     ]
 
 
@@ -47,8 +49,15 @@ def run_benchmarks(n_events: int = 2_000_000, threads: int = 1) -> list[dict]:
     try:
         results = []
         for stage, config in benchmark_cases():
-            rate = _best_rate(_generation_case(config), n_events)
-            results.append({"stage": stage, "events_per_s": rate, "threads": threads, "events": n_events})
+            generator = Generator(config, seed=1)
+            chunk = min(n_events, DEFAULT_CHUNK_SIZE)
+            for suffix, function in (
+                ("kernel only", lambda n: generator.kernel_arrays(0, min(n, chunk))),
+                ("into TruthEvents chunks", lambda n: _streamed(generator, n)),
+            ):
+                events = chunk if suffix == "kernel only" else n_events
+                rate = _best_rate(function, events)
+                results.append({"stage": f"{stage}: {suffix}", "events_per_s": rate, "threads": threads, "events": events})
         return results
     finally:
         numba.set_num_threads(previous)

@@ -176,7 +176,7 @@ def _configure_generate(parser):
     parser.add_argument("--unweighted", action="store_true", help="unweighted events (accept-reject)")
     parser.add_argument("--events", type=int, required=True, help="number of events")
     parser.add_argument("--seed", type=int, required=True, help="random seed, a non-negative integer")
-    parser.add_argument("--chunk-size", type=int, default=1_000_000, help="events per chunk (memory), default 1e6")
+    parser.add_argument("--chunk-size", type=int, default=100_000, help="events per chunk (memory), default 1e5")
     parser.add_argument("--output", required=True, metavar="FILE.parquet", help="output Parquet file")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     return _run_generate

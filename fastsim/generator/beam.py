@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from fastsim.config import check_range
-from fastsim.rng import STREAM_BEAM, normal, uniform
+from fastsim.rng import STREAM_BEAM, normal4, uniform
 from fastsim.units import MUON_MASS_GEV
 
 # Indices into the packed parameter array.
@@ -128,13 +128,15 @@ def beam_kernel(seed, event, params, profile):
     if profile.shape[0] > 0:
         row = min(int(uniform(seed, event, STREAM_BEAM, 0) * profile.shape[0]), profile.shape[0] - 1)
         return (profile[row, 4] + params[_SHIFT], profile[row, 0], profile[row, 1], profile[row, 2], profile[row, 3])
-    energy = params[_ENERGY] * (1.0 + params[_SPREAD] * normal(seed, event, STREAM_BEAM, 0)) + params[_SHIFT]
+    # normals 0..4 of STREAM_BEAM; a beam without spread, spot and divergence draws none
+    n0 = n1 = n2 = n3 = n4 = 0.0
+    if params[_SPREAD] != 0.0 or params[_SPOT_X] != 0.0 or params[_DIV_X] != 0.0 or params[_SPOT_Y] != 0.0:
+        n0, n1, n2, n3 = normal4(seed, event, STREAM_BEAM, 0)
+    if params[_DIV_Y] != 0.0:
+        n4 = normal4(seed, event, STREAM_BEAM, 1)[0]
+    energy = params[_ENERGY] * (1.0 + params[_SPREAD] * n0) + params[_SHIFT]
     corr = params[_CORR]
     other = math.sqrt(1.0 - corr * corr)
-    n1 = normal(seed, event, STREAM_BEAM, 1)
-    n2 = normal(seed, event, STREAM_BEAM, 2)
-    n3 = normal(seed, event, STREAM_BEAM, 3)
-    n4 = normal(seed, event, STREAM_BEAM, 4)
     x = params[_SPOT_X] * n1
     theta_x = params[_DIV_X] * (corr * n1 + other * n2)
     y = params[_SPOT_Y] * n3

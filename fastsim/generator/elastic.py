@@ -143,23 +143,16 @@ def elastic_weight_kernel(beam_energy_gev, t_gev2, density, u_start, u_step, coe
 
 
 @njit(cache=True, nogil=True)
-def born_final_state_kernel(beam_energy_gev, t_gev2, phi_rad, out):
-    """Fill out[0:4] with the muon and out[4:8] with the electron 4-momentum (px, py, pz, E) in
-    the frame where the incoming muon moves along +z (exact two-body kinematics)."""
+def born_final_state_kernel(beam_energy_gev, t_gev2, phi_rad):
+    """(muon px, py, pz, E, electron px, py, pz, E) in GeV in the frame where the incoming muon
+    moves along +z: exact two-body kinematics, the electron at azimuth phi."""
     s, lam, p = invariants_kernel(beam_energy_gev)
     t_minus_tmin = max(t_gev2 + lam / s, 0.0)
     pt = math.sqrt(-t_gev2 * s * t_minus_tmin / lam)
     pl_e = -t_gev2 * (beam_energy_gev + _ME) / (2.0 * _ME * p)
     energy_e = _ME - t_gev2 / (2.0 * _ME)
     c, sn = math.cos(phi_rad), math.sin(phi_rad)
-    out[0] = -pt * c
-    out[1] = -pt * sn
-    out[2] = p - pl_e
-    out[3] = beam_energy_gev + _ME - energy_e
-    out[4] = pt * c
-    out[5] = pt * sn
-    out[6] = pl_e
-    out[7] = energy_e
+    return (-pt * c, -pt * sn, p - pl_e, beam_energy_gev + _ME - energy_e, pt * c, pt * sn, pl_e, energy_e)
 
 
 def sampling_intervals(beam_energy_range_gev, cuts: ElasticCuts, exact: bool):

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from fastsim.generator.elastic import born_final_state_kernel
 from fastsim.physics.cross_section import born_dsigma_dt_kernel
 from fastsim.physics.kinematics import invariants_kernel
 from fastsim.physics.vacuum_polarization import RunningCoupling
@@ -226,23 +227,10 @@ def _born_ratio(beam_energy_gev, t_gev2, x):
 
 @njit(cache=True, nogil=True)
 def _born_into(beam_energy_gev, t_born_gev2, phi_rad, out):
-    """Born final state (muon, electron; photon zero), the formulas of
-    `fastsim.generator.elastic.born_final_state_kernel` (a test checks they agree bit for bit).
-    Not imported from there so that elastic.py can import this module without a cycle."""
-    s, lam, p = invariants_kernel(beam_energy_gev)
-    t_minus_tmin = max(t_born_gev2 + lam / s, 0.0)
-    pt = math.sqrt(-t_born_gev2 * s * t_minus_tmin / lam)
-    pl_e = -t_born_gev2 * (beam_energy_gev + _ME) / (2.0 * _ME * p)
-    energy_e = _ME - t_born_gev2 / (2.0 * _ME)
-    c, sn = math.cos(phi_rad), math.sin(phi_rad)
-    out[0] = -pt * c
-    out[1] = -pt * sn
-    out[2] = p - pl_e
-    out[3] = beam_energy_gev + _ME - energy_e
-    out[4] = pt * c
-    out[5] = pt * sn
-    out[6] = pl_e
-    out[7] = energy_e
+    """Born final state (muon, electron; photon zero) into out[0:12]."""
+    p = born_final_state_kernel(beam_energy_gev, t_born_gev2, phi_rad)
+    for i in range(8):
+        out[i] = p[i]
     for i in range(8, 12):
         out[i] = 0.0
 

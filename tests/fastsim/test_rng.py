@@ -237,3 +237,15 @@ def test_derive_seed():
         rng.derive_seed(SEED, -1)
     with pytest.raises(ValueError, match="seed"):
         rng.derive_seed(-1, 1)
+
+
+def test_normal4_and_uniform4_equal_the_single_draws():
+    from fastsim.rng import normal, normal4, uniform, uniform4
+
+    for event in (0, 7, 2**40):
+        for block in (0, 1, 5):
+            fours = normal4(np.uint64(3), event, 2, block)
+            singles = [normal(np.uint64(3), event, 2, 4 * block + k) for k in range(4)]
+            np.testing.assert_array_equal(fours, singles)
+            np.testing.assert_array_equal(uniform4(np.uint64(3), event, 2, block),
+                                          [uniform(np.uint64(3), event, 2, 4 * block + k) for k in range(4)])
