@@ -266,8 +266,10 @@ class Generator:
         self._trials = 0
         self._overweight = 0
         self.max_weight = max_weight
-        if config.unweighted and max_weight is None:
-            self.max_weight = self._prescan_max_weight()
+        self.unweighted_event_weight = math.nan
+        if config.unweighted:
+            prescanned = self._prescan_max_weight()
+            self.max_weight = prescanned if max_weight is None else max_weight
 
     # --- weighted events ------------------------------------------------------------------
 
@@ -329,11 +331,15 @@ class Generator:
         peak = float(scan["weight"].max())
         if peak <= 0:
             raise ValueError("the generation cuts leave no events with positive weight")
+        self.unweighted_event_weight = float(scan["weight"].mean())
         return peak * safety
 
     def unweighted_chunk(self, first_trial: int, n_trials: int) -> TruthEvents:
-        """Trials first_trial .. first_trial + n_trials - 1, kept with probability w / w_max;
-        kept events carry weight = the running MC cross section estimate set by `run`."""
+        """Trials first_trial .. first_trial + n_trials - 1, kept with probability w / w_max.
+
+        Kept events carry one common weight, the cross section estimated by the pre-scan (2e5
+        events: about 1e-3 relative), so that the mean weight of a file is the cross section;
+        `summary()` gives the estimate from all trials."""
         events = self.chunk(first_trial, n_trials)
         accepted = np.empty(n_trials, dtype=np.bool_)
         _accept(self._kernel_seed, first_trial, events["weight"], self.max_weight, accepted)
@@ -342,7 +348,9 @@ class Generator:
             self._overweight += over
             warnings.warn(f"{over} events had a weight above the pre-scanned maximum {self.max_weight:.6g} ub; "
                           "the unweighted sample is biased by their excess", RuntimeWarning, stacklevel=2)
-        return events.select(accepted)
+        kept = events.select(accepted)
+        kept.columns["weight"] = np.full(len(kept), self.unweighted_event_weight)
+        return kept
 
     # --- the driver -------------------------------------------------------------------------
 

@@ -169,6 +169,10 @@ def test_unweighted_events_are_reproducible_across_chunk_sizes(nominal):
     assert len(small) == len(large) == 5000
     np.testing.assert_array_equal(small["event_id"], large["event_id"])
     np.testing.assert_array_equal(small["t_gev2"], large["t_gev2"])
+    # one common weight: the cross section, so that the mean weight of the file is sigma
+    assert np.all(small["weight"] == small["weight"][0])
+    generator = Generator(config, seed=4)
+    assert small["weight"][0] == pytest.approx(generator.analytic_sigma_ub(), rel=3e-3)
 
 
 def test_kinematics_of_generated_events(busy_config):
