@@ -17,20 +17,24 @@ import types
 import typing
 from pathlib import Path
 
+import numpy as np
+
 
 def check_range(key, value, low=-math.inf, high=math.inf, low_open=False, high_open=False):
     """Return float(value); ValueError naming `key` unless it is finite and inside the range."""
     number = check_number(key, value)
     below = number <= low if low_open else number < low
     above = number >= high if high_open else number > high
-    if below or above or not math.isfinite(number):
+    if below or above:
         left, right = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ValueError(f"{key} = {value!r} is outside the allowed range {left}{low!r}, {high!r}{right}")
+        shown = value if isinstance(value, (int, float)) else number
+        raise ValueError(f"{key} = {shown!r} is outside the allowed range {left}{low!r}, {high!r}{right}")
     return number
 
 
 def check_number(key, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+    """Return float(value); ValueError naming `key` unless it is a finite real number."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{key} = {value!r} must be a number")
     number = float(value)
     if not math.isfinite(number):

@@ -50,6 +50,7 @@ import numpy as np
 from numba import njit
 
 from fastsim.generator.elastic import born_final_state_kernel
+from fastsim.config import check_range
 from fastsim.physics.cross_section import born_dsigma_dt_kernel
 from fastsim.physics.kinematics import invariants_kernel
 from fastsim.physics.vacuum_polarization import RunningCoupling
@@ -107,8 +108,8 @@ class RadiationModel:
     def __post_init__(self):
         if self.name not in RADIATION_MODELS:
             raise ValueError(f"name = {self.name!r} is not allowed; choose one of {list(RADIATION_MODELS)}")
-        _check_number("photon_energy_min_gev", self.photon_energy_min_gev, 0.0, 1.0, low_open=True)
-        _check_number("k_factor", self.k_factor, 0.5, 2.0)
+        check_range("photon_energy_min_gev", self.photon_energy_min_gev, 0.0, 1.0, low_open=True)
+        check_range("k_factor", self.k_factor, 0.5, 2.0)
         object.__setattr__(self, "photon_energy_min_gev", float(self.photon_energy_min_gev))
         object.__setattr__(self, "k_factor", float(self.k_factor))
 
@@ -126,14 +127,6 @@ class RadiationModel:
 
     def describe(self) -> dict:
         return {"name": self.name, "photon_energy_min_gev": self.photon_energy_min_gev, "k_factor": self.k_factor}
-
-
-def _check_number(key, value, low, high, low_open=False):
-    ok_type = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    bad = not ok_type or not math.isfinite(value) or (value <= low if low_open else value < low) or value > high
-    if bad:
-        left = "(" if low_open else "["
-        raise ValueError(f"{key} = {value!r} is outside the allowed range {left}{low!r}, {high!r}]")
 
 
 def min_born_energy_fraction(beam_energy_gev: float, ee_min_gev: float) -> float:
@@ -385,10 +378,10 @@ def generate_events(
     """
     if running is None:
         running = RunningCoupling("lep")
-    _check_number("born_kinetic_min_gev", born_kinetic_min_gev, 0.0, 0.5 * beam_energy_gev, low_open=True)
-    _check_number("born_kinetic_split_gev", born_kinetic_split_gev, born_kinetic_min_gev, 0.5 * beam_energy_gev,
+    check_range("born_kinetic_min_gev", born_kinetic_min_gev, 0.0, 0.5 * beam_energy_gev, low_open=True)
+    check_range("born_kinetic_split_gev", born_kinetic_split_gev, born_kinetic_min_gev, 0.5 * beam_energy_gev,
                   low_open=True)
-    _check_number("beam_energy_spread_gev", beam_energy_spread_gev, 0.0, 0.1 * beam_energy_gev)
+    check_range("beam_energy_spread_gev", beam_energy_spread_gev, 0.0, 0.1 * beam_energy_gev)
     rng = np.random.default_rng(seed)
     energy = beam_energy_gev + beam_energy_spread_gev * rng.standard_normal(n_events)
     s = _MMU**2 + _ME**2 + 2.0 * _ME * energy

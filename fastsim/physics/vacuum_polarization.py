@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from fastsim.config import check_number, check_range
 from fastsim.units import ALPHA0, ELECTRON_MASS_GEV, MUON_MASS_GEV, TAU_MASS_GEV
 
 #: Below this z = -t/M the series is summed instead of the closed form.
@@ -107,18 +108,6 @@ def check_spacelike(t_gev2, name="t_gev2"):
     return t
 
 
-def _check_positive(name, value):
-    if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} = {value!r} is outside the allowed range (0, inf)")
-    return float(value)
-
-
-def _check_finite(name, value):
-    if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)):
-        raise ValueError(f"{name} = {value!r} must be a finite number")
-    return float(value)
-
-
 def loop_bracket(t_gev2, mass2_gev2):
     """One-loop vacuum-polarization bracket B(t; M) for a fermion of mass^2 M (GeV^2), t < 0."""
     return _bracket_and_slope(t_gev2, mass2_gev2)[0]
@@ -126,7 +115,7 @@ def loop_bracket(t_gev2, mass2_gev2):
 
 def _bracket_and_slope(t_gev2, mass2_gev2):
     t = check_spacelike(t_gev2)
-    mass2 = _check_positive("mass2_gev2", mass2_gev2)
+    mass2 = check_range("mass2_gev2", mass2_gev2, 0.0, math.inf, low_open=True, high_open=True)
     flat = np.ascontiguousarray(t.reshape(-1))
     value = np.empty_like(flat)
     slope = np.empty_like(flat)
@@ -217,8 +206,8 @@ class LeptonLikeModel(HadronicModel):
     parameter_names = ("K", "M_gev2")
 
     def __post_init__(self):
-        object.__setattr__(self, "K", _check_finite("K", self.K))
-        object.__setattr__(self, "M_gev2", _check_positive("M_gev2", self.M_gev2))
+        object.__setattr__(self, "K", check_number("K", self.K))
+        object.__setattr__(self, "M_gev2", check_range("M_gev2", self.M_gev2, 0.0, math.inf, low_open=True, high_open=True))
 
     def dalpha(self, t_gev2):
         return self.K * self.M_gev2 * loop_bracket(t_gev2, self.M_gev2)
@@ -244,8 +233,8 @@ class Pol2Model(HadronicModel):
     parameter_names = ("c1_per_gev2", "c2_per_gev4")
 
     def __post_init__(self):
-        object.__setattr__(self, "c1_per_gev2", _check_finite("c1_per_gev2", self.c1_per_gev2))
-        object.__setattr__(self, "c2_per_gev4", _check_finite("c2_per_gev4", self.c2_per_gev4))
+        object.__setattr__(self, "c1_per_gev2", check_number("c1_per_gev2", self.c1_per_gev2))
+        object.__setattr__(self, "c2_per_gev4", check_number("c2_per_gev4", self.c2_per_gev4))
 
     def dalpha(self, t_gev2):
         t = check_spacelike(t_gev2)

@@ -115,7 +115,7 @@ def test_missing_table(tmp_path):
 @pytest.mark.parametrize(
     "call, fragment",
     [
-        (lambda: LeptonLikeModel(M_gev2=0.0), "M_gev2 = 0.0 is outside the allowed range (0, inf)"),
+        (lambda: LeptonLikeModel(M_gev2=0.0), "M_gev2 = 0.0 is outside the allowed range (0.0, inf)"),
         (lambda: LeptonLikeModel(M_gev2=-1.0), "M_gev2 = -1.0"),
         (lambda: LeptonLikeModel(K=float("nan")), "K = nan"),
         (lambda: dalpha_lep(0.0), "t_gev2 = 0.0 is outside the allowed range (-inf, 0)"),

@@ -59,7 +59,7 @@ def test_amu_pol2_and_table(capsys, tmp_path):
         (["xsec", "--beam-energy-gev", "150", "--ee-min-gev", "500"], "ee_min_gev = 500.0 is outside the allowed range"),
         (["xsec", "--beam-energy-gev", "150", "--ee-min-gev", "5", "--ee-max-gev", "2"], "empty cut window"),
         (["xsec", "--beam-energy-gev", "150", "--ee-min-gev", "1", "--theta-e-max-rad", "1.6"], "theta_e_max_rad = 1.6"),
-        (["xsec", "--beam-energy-gev", "150", "--ee-min-gev", "1", "--M", "0"], "M_gev2 = 0.0 is outside the allowed range (0, inf)"),
+        (["xsec", "--beam-energy-gev", "150", "--ee-min-gev", "1", "--M", "0"], "M_gev2 = 0.0 is outside the allowed range (0.0, inf)"),
         (["amu", "--M", "-0.1"], "M_gev2 = -0.1"),
         (["amu", "--had-table", "/nonexistent/table.csv"], "cannot be read"),
         (["amu", "--had-model", "pol2", "--K", "0.1"], "--K/--M belong to --had-model ll"),
