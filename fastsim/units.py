@@ -30,3 +30,6 @@ PDG_PHOTON = 22
 
 # 1 pb = 1e-6 ub (LHE files give cross sections and weights in pb).
 PB_TO_UB = 1e-6
+
+# 1 ub = 1e-30 cm^2 (unit definition).
+UB_TO_CM2 = 1e-30

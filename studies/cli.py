@@ -164,7 +164,7 @@ def _run_amu(args):
 # --- generate ---------------------------------------------------------------------------------
 
 
-@command("generate", "generate truth events (elastic mu e -> mu e (gamma)) into a Parquet file")
+@command("generate", "generate truth events (mu e -> mu e (gamma), mu N -> mu N e+ e-) into a Parquet file")
 def _configure_generate(parser):
     parser.add_argument("--config", metavar="FILE.toml", help="generator configuration ([beam], [[targets]], [elastic], ...)")
     parser.add_argument("--beam-energy-gev", type=float, help="beam energy (GeV); default 160 or the config's")
@@ -172,7 +172,8 @@ def _configure_generate(parser):
     parser.add_argument("--ee-min-gev", type=float, help="generation cut: minimum electron energy (GeV)")
     parser.add_argument("--running", choices=["none", "lep", "lep+had"], help="running of alpha")
     parser.add_argument("--radiation", choices=["none", "nlo"], help="QED radiation beyond LO")
-    parser.add_argument("--process", choices=["elastic", "pair", "all"], help="processes to generate")
+    parser.add_argument("--process", choices=["elastic", "pair", "all"],
+                        help="elastic, pair production, or all (mixed in proportion to cross sections)")
     parser.add_argument("--unweighted", action="store_true", help="unweighted events (accept-reject)")
     parser.add_argument("--events", type=int, required=True, help="number of events")
     parser.add_argument("--seed", type=int, required=True, help="random seed, a non-negative integer")

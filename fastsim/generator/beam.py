@@ -142,3 +142,15 @@ def beam_kernel(seed, event, params, profile):
     y = params[_SPOT_Y] * n3
     theta_y = params[_DIV_Y] * (corr * n3 + other * n4)
     return energy, x, y, theta_x, theta_y
+
+
+@njit(cache=True, nogil=True)
+def rotate_to_beam(px, py, pz, dx, dy, dz):
+    """Rotate a vector from the frame where the beam is +z to the lab, where it is (dx, dy, dz):
+    Rodrigues' formula with v = z x d, stable for small angles."""
+    vx, vy = -dy, dx
+    # v x p and v x (v x p), v = (vx, vy, 0)
+    cx, cy, cz = vy * pz, -vx * pz, vx * py - vy * px
+    ccx, ccy, ccz = vy * cz, -vx * cz, vx * cy - vy * cx
+    k = 1.0 / (1.0 + dz)
+    return px + cx + k * ccx, py + cy + k * ccy, pz + cz + k * ccz

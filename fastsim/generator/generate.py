@@ -27,7 +27,7 @@ import fastsim
 from fastsim import rng
 from fastsim.config import check_choice, check_range, content_hash, from_mapping, load_toml, to_plain
 from fastsim.events import PROCESS_CODES, TruthEvents, TruthWriter
-from fastsim.generator.beam import BeamModel, beam_kernel
+from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam
 from fastsim.generator.elastic import (
     RunningTable,
     TSampling,
@@ -38,6 +38,7 @@ from fastsim.generator.elastic import (
     sample_t_kernel,
     sampling_intervals,
 )
+from fastsim.generator.pair import PairProcess, PairSettings, pair_chunk
 from fastsim.generator.radiation import RADIATION_MODELS, RadiationModel, min_born_energy_fraction, radiate_event
 from fastsim.generator.targets import Target, check_targets, target_arrays, vertex_kernel
 from fastsim.physics.cross_section import ElasticCrossSection, ElasticCuts
@@ -118,26 +119,26 @@ class ElasticSettings:
 @dataclass(frozen=True)
 class GeneratorConfig:
     """What to generate. TOML layout: [beam], [[targets]], [elastic], [pair] and the top-level
-    keys `process` ("elastic", "pair", "all") and `unweighted`."""
+    keys `process` ("elastic", "pair", or "all": both, mixed in proportion to their cross
+    sections) and `unweighted`."""
 
     beam: BeamModel = field(default_factory=BeamModel)
     targets: tuple = (Target(),)
     elastic: ElasticSettings = field(default_factory=ElasticSettings)
+    pair: PairSettings = field(default_factory=PairSettings)
     process: str = "elastic"
     unweighted: bool = False
 
     def __post_init__(self):
         check_choice("process", self.process, PROCESS_CHOICES)
         object.__setattr__(self, "targets", check_targets(self.targets))
-        if self.process != "elastic":
-            raise ValueError(f"process = {self.process!r}: pair production is not available yet; choose 'elastic'")
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> "GeneratorConfig":
         data = dict(data)
-        unknown = sorted(set(data) - {"beam", "targets", "elastic", "process", "unweighted"})
+        unknown = sorted(set(data) - {"beam", "targets", "elastic", "pair", "process", "unweighted"})
         if unknown:
-            raise ValueError(f"unknown key {where}.{unknown[0]}; allowed: beam, targets, elastic, process, unweighted")
+            raise ValueError(f"unknown key {where}.{unknown[0]}; allowed: beam, targets, elastic, pair, process, unweighted")
         values = {}
         if "beam" in data:
             values["beam"] = from_mapping(BeamModel, data["beam"], f"{where}.beam")
@@ -147,6 +148,8 @@ class GeneratorConfig:
             values["targets"] = tuple(from_mapping(Target, t, f"{where}.targets[{i}]") for i, t in enumerate(data["targets"]))
         if "elastic" in data:
             values["elastic"] = from_mapping(ElasticSettings, data["elastic"], f"{where}.elastic")
+        if "pair" in data:
+            values["pair"] = from_mapping(PairSettings, data["pair"], f"{where}.pair")
         for key, kind in (("process", str), ("unweighted", bool)):
             if key in data:
                 if not isinstance(data[key], kind):
@@ -162,34 +165,22 @@ class GeneratorConfig:
         return cls.from_dict(load_toml(path), where=str(path))
 
 
-@njit(cache=True, nogil=True)
-def _rotate_to_beam(px, py, pz, dx, dy, dz):
-    """Rotate a vector from the frame where the beam is +z to the lab, where it is (dx, dy, dz):
-    Rodrigues' formula with v = z x d, stable for small angles."""
-    vx, vy = -dy, dx
-    # v x p and v x (v x p), v = (vx, vy, 0)
-    cx, cy, cz = vy * pz, -vx * pz, vx * py - vy * px
-    ccx, ccy, ccz = vy * cz, -vx * cz, vx * cy - vy * cx
-    k = 1.0 / (1.0 + dz)
-    return px + cx + k * ccx, py + cy + k * ccy, pz + cz + k * ccz
-
-
 @njit(parallel=True, cache=True)
-def _elastic_chunk(seed, first_event, beam_params, beam_profile, target_z, target_thickness, target_cumulative,
-                   t_shape, t_low, t_high, t_cumulative, u_start, u_step, coefficients, cuts, radiation_params,
-                   weight, t_out, beam_out, vertex_out, target_out, momenta, angles):
-    """Generate events first_event .. first_event + n - 1 (n = weight.size) into the arrays;
-    momenta[i] holds (px, py, pz, E) of the muon, the electron and the photon (zero if none)."""
+def _elastic_chunk(seed, event_ids, rows, weight_scale, beam_params, beam_profile, target_z, target_thickness,
+                   target_cumulative, t_shape, t_low, t_high, t_cumulative, u_start, u_step, coefficients, cuts,
+                   radiation_params, weight, t_out, beam_out, vertex_out, target_out, momenta, angles):
+    """Elastic events `event_ids` into rows `rows` of the arrays; momenta[i] holds
+    (px, py, pz, E) of the muon, the electron and the photon (zero if none), in the lab."""
     radiative = radiation_params[0] != 0.0
-    for i in prange(weight.size):
-        event = first_event + i
+    for j in prange(event_ids.size):
+        event, i = event_ids[j], rows[j]
         energy, x0, y0, theta_x, theta_y = beam_kernel(seed, event, beam_params, beam_profile)
         u = rng.uniform4(seed, event, rng.STREAM_PROCESS, 0)
         z, target = vertex_kernel(u[1], u[2], target_z, target_thickness, target_cumulative)
         u = rng.uniform4(seed, event, rng.STREAM_ELASTIC, 0)
         t, density = sample_t_kernel(u[0], u[1], t_shape, t_low, t_high, t_cumulative)
         phi = 2.0 * math.pi * u[2]
-        w = elastic_weight_kernel(energy, t, density, u_start, u_step, coefficients)
+        w = weight_scale * elastic_weight_kernel(energy, t, density, u_start, u_step, coefficients)
         if radiative:
             scratch = np.zeros(N_OUT * 4)
             if w > 0.0:
@@ -217,7 +208,7 @@ def _elastic_chunk(seed, first_event, beam_params, beam_profile, target_z, targe
         if tx != 0.0 or ty != 0.0:
             norm = math.sqrt(1.0 + tx * tx + ty * ty)
             for k in range(N_OUT):
-                px, py, pz = _rotate_to_beam(momenta[i, 4 * k], momenta[i, 4 * k + 1], momenta[i, 4 * k + 2],
+                px, py, pz = rotate_to_beam(momenta[i, 4 * k], momenta[i, 4 * k + 1], momenta[i, 4 * k + 2],
                                              tx / norm, ty / norm, 1.0 / norm)
                 momenta[i, 4 * k] = px
                 momenta[i, 4 * k + 1] = py
@@ -261,6 +252,8 @@ class Generator:
         rates = [t.electron_areal_density_per_cm2 for t in config.targets]
         self.target_z, self.target_thickness, self.target_cumulative = target_arrays(config.targets, rates)
         self.cuts = cut_array(settings.cuts)
+        self.pair = PairProcess(config.pair, beam, config.targets) if config.process != "elastic" else None
+        self.pair_probability = self._pair_probability()
         self._sum_w = 0.0
         self._sum_w2 = 0.0
         self._trials = 0
@@ -270,6 +263,17 @@ class Generator:
         if config.unweighted:
             prescanned = self._prescan_max_weight()
             self.max_weight = prescanned if max_weight is None else max_weight
+
+    def _pair_probability(self) -> float:
+        """Probability that an event is a pair event: 0, 1, or for "all" the pair share of the
+        total cross section (elastic: LO in the cuts at the mean beam energy; the weights stay
+        exact whatever this share is, it only sets how many events of each kind are drawn)."""
+        if self.pair is None:
+            return 0.0
+        if self.config.process == "pair":
+            return 1.0
+        sigma_pair = self.pair.sigma_per_electron_ub
+        return sigma_pair / (sigma_pair + self.analytic_sigma_ub())
 
     # --- weighted events ------------------------------------------------------------------
 
@@ -287,28 +291,51 @@ class Generator:
         target = np.empty(n_events, dtype=np.int16)
         momenta = np.empty((n_events, N_OUT * 4))
         angles = np.empty((n_events, 4))
-        table = self.running_table
-        _elastic_chunk(self._kernel_seed, first_event, self.beam_params, self.beam_profile, self.target_z,
-                       self.target_thickness, self.target_cumulative, *self.sampling.arrays(),
-                       table.u_start, table.u_step, table.coefficients, self.cuts, self.radiation.kernel_params(),
-                       weight, t, beam, vertex, target, momenta, angles)
+        event_ids = np.arange(first_event, first_event + n_events, dtype=np.int64)
+        is_pair = self.process_is_pair(first_event, n_events)
+        elastic_rows = np.flatnonzero(~is_pair)
+        pair_rows = np.flatnonzero(is_pair)
+        if elastic_rows.size:
+            table = self.running_table
+            _elastic_chunk(self._kernel_seed, event_ids[elastic_rows], elastic_rows, 1.0 / (1.0 - self.pair_probability),
+                           self.beam_params, self.beam_profile, self.target_z, self.target_thickness,
+                           self.target_cumulative, *self.sampling.arrays(), table.u_start, table.u_step,
+                           table.coefficients, self.cuts, self.radiation.kernel_params(),
+                           weight, t, beam, vertex, target, momenta, angles)
+        if pair_rows.size:
+            pair_chunk(self._kernel_seed, event_ids[pair_rows], pair_rows, self.beam_params, self.beam_profile,
+                       self.pair.sigma_per_electron_ub / self.pair_probability, *self.pair.kernel_arrays(),
+                       weight, beam, vertex, target, momenta, angles)
+            t[pair_rows] = np.nan
         return weight, t, beam, vertex, target, momenta.reshape(n_events, N_OUT, 4), angles
+
+    def process_is_pair(self, first_event: int, n_events: int) -> np.ndarray:
+        """Which of the events are pair events: uniform 0 of STREAM_PROCESS below the pair
+        probability."""
+        if self.pair_probability == 0.0:
+            return np.zeros(n_events, dtype=bool)
+        if self.pair_probability == 1.0:
+            return np.ones(n_events, dtype=bool)
+        u = rng.uniform_array(self.seed, first_event, n_events, rng.STREAM_PROCESS, 1)[:, 0]
+        return u < self.pair_probability
 
     def _truth(self, first_event, weight, t, beam, vertex, target, momenta, angles):
         n = weight.size
+        is_pair = np.isnan(t)
         muon_pdg = -PDG_MUON if self.config.beam.charge > 0 else PDG_MUON
         pdg = np.tile(np.array([muon_pdg, PDG_ELECTRON, PDG_PHOTON], dtype=np.int32), (n, 1))
+        pdg[is_pair, 2] = -PDG_ELECTRON
         present = momenta[:, :, 3] > 0.0
         counts = present.sum(axis=1)
         columns = {
             "event_id": np.arange(first_event, first_event + n, dtype=np.int64),
-            "process": np.full(n, PROCESS_CODES["elastic"], dtype=np.int8),
+            "process": np.where(is_pair, PROCESS_CODES["pair"], PROCESS_CODES["elastic"]).astype(np.int8),
             "weight": weight, "beam_energy_gev": beam[:, 0], "beam_theta_x_rad": beam[:, 1],
             "beam_theta_y_rad": beam[:, 2], "vertex_x_cm": vertex[:, 0], "vertex_y_cm": vertex[:, 1],
             "vertex_z_cm": vertex[:, 2], "target_index": target, "t_gev2": t,
             "e_energy_gev": momenta[:, 1, 3], "e_theta_rad": angles[:, 0], "e_phi_rad": angles[:, 1],
             "mu_energy_gev": momenta[:, 0, 3], "mu_theta_rad": angles[:, 2], "mu_phi_rad": angles[:, 3],
-            "photon_energy_gev": momenta[:, 2, 3],
+            "photon_energy_gev": np.where(is_pair, 0.0, momenta[:, 2, 3]),
         }
         particles = {
             "pdg": pdg[present], "px_gev": momenta[:, :, 0][present], "py_gev": momenta[:, :, 1][present],

@@ -22,18 +22,25 @@ The cross section is the formula of Kelner, Kokoulin and Petrukhin as implemente
     d2sigma/(dnu drho) = (2 / 3 pi) Z (Z + zeta) (alpha r_e)^2 (1 - nu) / nu
                          * [Phi_e + (m_e / m_mu)^2 Phi_mu],          |rho| <= rho_max(nu)
 
-with the atomic screening and the finite nuclear size in the logarithms L_e, L_mu
-(R.P. Kokoulin & A.A. Petrukhin, Proc. 12th ICCR, Hobart 6 (1971) A2436; S.R. Kelner,
-R.P. Kokoulin & A.A. Petrukhin, Preprint MEPhI 024-95 (1995)) and pair production on the
-atomic electrons through Z^2 -> Z (Z + zeta) (S.R. Kelner, R.P. Kokoulin & A.A. Petrukhin,
-Phys. Atom. Nucl. 60 (1997) 576 and 63 (2000) 1603). The kinematic limits are
+(R.P. Kokoulin & A.A. Petrukhin, Acta Phys. Acad. Sci. Hung. 29 Suppl. 4 (1970) 277), with the
+atomic screening and the finite nuclear size in the logarithms L_e, L_mu (Kokoulin & Petrukhin,
+Proc. 12th ICCR, Hobart (1971) 6, 2436) and pair production on the atomic electrons through
+Z^2 -> Z (Z + zeta) (S.R. Kelner, R.P. Kokoulin & A.A. Petrukhin, Phys. Atom. Nucl. 60 (1997)
+576). The kinematic limits are
 
     4 m_e / E <= nu <= 1 - (3/4) sqrt(e) (m_mu / E) Z^(1/3),
     rho_max = [1 - 6 m_mu^2 / (E^2 (1 - nu))] sqrt(1 - 4 m_e / (nu E)).
 
 The rho integral uses Gauss-Legendre in x = ln(1 - |rho|) / ln(1 - rho_max) (Geant4's variable,
 in which the integrand is smooth); the nu integrals use composite Gauss-Legendre on panels
-uniform in ln(nu / (1 - nu)), doubling the panels until two results agree to 1e-10.
+uniform in sqrt(1 - nu_min / nu) below 4 nu_min and in ln(nu / (1 - nu)) above, doubling the panels
+until two results agree to 1e-10.
+
+Angles (an approximation, for the generator): each lepton's polar angle follows
+f(r) ~ r / (1 + r^2)^2 with r = E_pm theta / m_e, the shape of Geant4's G4ModifiedMephi angular
+generator but scaled with the lepton's own m_e / E_pm (Geant4 scales both leptons with the muon's
+m_mu / E); e+ and e- are back to back in azimuth, and the muon takes the transverse momentum that
+balances the pair (the nucleus takes none). Pair energy and asymmetry are exact to the formula.
 """
 
 from __future__ import annotations
@@ -43,12 +50,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from fastsim.units import ALPHA0, AVOGADRO, ELECTRON_MASS_GEV, GEV2_TO_UB, MUON_MASS_GEV
+from fastsim.config import check_number, check_range
+from fastsim.units import ALPHA0, AVOGADRO, ELECTRON_MASS_GEV, GEV2_TO_UB, MUON_MASS_GEV, UB_TO_CM2
 
 _ME = ELECTRON_MASS_GEV
 _MMU = MUON_MASS_GEV
 _SQRT_E = math.sqrt(math.e)
-_UB_TO_CM2 = 1e-30  # unit definition: 1 ub = 1e-30 cm^2
+
 # (2 / 3 pi) (alpha r_e)^2 in ub, with r_e = alpha / m_e (natural units).
 _PREFACTOR_UB = 2.0 / (3.0 * math.pi) * ALPHA0**4 / _ME**2 * GEV2_TO_UB
 
@@ -56,7 +64,7 @@ _PREFACTOR_UB = 2.0 / (3.0 * math.pi) * ALPHA0**4 / _ME**2 * GEV2_TO_UB
 #: off below about 1 GeV (G4MuPairProductionModel::lowestKinEnergy). The kinematic threshold
 #: 4 m_e + (3/4) sqrt(e) m_mu Z^(1/3) is below it for every Z <= 100.
 ENERGY_MIN_GEV = 1.0
-#: Gauss-Legendre points of the rho integral (converged to < 1e-8 relative, see the tests).
+#: Gauss-Legendre points of the rho integral (converged to 1e-12 at E >= 10 GeV, see the tests).
 N_RHO_POINTS = 32
 #: Uniforms consumed by `sample_pair`: nu, rho, theta-, theta+, phi.
 N_UNIFORMS = 5
@@ -103,7 +111,11 @@ def one_minus_rho_max_kernel(energy_gev, nu):
 
 @njit(cache=True, nogil=True)
 def _zeta(energy_gev, z):
-    """Contribution of the atomic electrons, Z^2 -> Z (Z + zeta) (Kelner et al. 1997, Geant4)."""
+    """Contribution of the atomic electrons, Z^2 -> Z (Z + zeta) (Kelner et al. 1997, Geant4).
+
+    zeta = [0.073 ln(E/m_mu / (1 + g1 Z^(2/3) E/m_mu)) - 0.26] / [0.058 ln(E/m_mu / (1 + g2 Z^(1/3) E/m_mu)) - 0.14],
+    zero where the numerator is negative; g1, g2 = 1.95e-5, 5.3e-5 (4.4e-5, 4.8e-5 for hydrogen).
+    """
     if z < 1.5:  # hydrogen
         g1, g2 = 4.4e-5, 4.8e-5
     else:
@@ -201,50 +213,62 @@ def dsigma_dnu_kernel(energy_gev, nu, z, x_nodes, w_nodes):
 
 @njit(cache=True, nogil=True)
 def _nu_moment_panels(energy_gev, z, nu_lo, nu_hi, power, n_panels, xg, wg, x_rho, w_rho):
-    """int nu^power dsigma/dnu dnu on n_panels uniform in s = ln(nu / (1 - nu))."""
-    s_lo = math.log(nu_lo / (1.0 - nu_lo))
-    s_hi = math.log(nu_hi / (1.0 - nu_hi))
-    h = (s_hi - s_lo) / n_panels
+    """int nu^power dsigma/dnu dnu with n_panels Gauss-Legendre panels on each of two pieces.
+
+    Below 4 nu_min the variable is tau = sqrt(1 - nu_min / nu), which removes the square-root
+    edge of rho_max at threshold; above, s = ln(nu / (1 - nu)), logarithmic at both ends.
+    """
+    nu_min = 4.0 * _ME / energy_gev
+    nu_split = 4.0 * nu_min
     total = 0.0
-    for k in range(n_panels):
-        for i in range(xg.size):
-            s = s_lo + (k + xg[i]) * h
-            nu = 1.0 / (1.0 + math.exp(-s))
-            total += wg[i] * nu ** (power + 1.0) * (1.0 - nu) * dsigma_dnu_kernel(energy_gev, nu, z, x_rho, w_rho)
-    return total * h
+    if nu_lo < nu_split:
+        t_lo = math.sqrt(max(1.0 - nu_min / nu_lo, 0.0))
+        t_hi = math.sqrt(1.0 - nu_min / min(nu_hi, nu_split))
+        h = (t_hi - t_lo) / n_panels
+        for k in range(n_panels):
+            for i in range(xg.size):
+                tau = t_lo + (k + xg[i]) * h
+                one_m_tau2 = 1.0 - tau * tau
+                nu = nu_min / one_m_tau2
+                jacobian = 2.0 * nu_min * tau / (one_m_tau2 * one_m_tau2)
+                total += h * wg[i] * jacobian * nu**power * dsigma_dnu_kernel(energy_gev, nu, z, x_rho, w_rho)
+    if nu_hi > nu_split:
+        lo = max(nu_lo, nu_split)
+        s_lo = math.log(lo / (1.0 - lo))
+        s_hi = math.log(nu_hi / (1.0 - nu_hi))
+        h = (s_hi - s_lo) / n_panels
+        for k in range(n_panels):
+            for i in range(xg.size):
+                s = s_lo + (k + xg[i]) * h
+                nu = 1.0 / (1.0 + math.exp(-s))
+                total += h * wg[i] * nu ** (power + 1.0) * (1.0 - nu) * dsigma_dnu_kernel(energy_gev, nu, z, x_rho, w_rho)
+    return total
 
 
 def _nu_moment(energy_gev, z, nu_lo, nu_hi, power, rtol=1e-10, x_rho=_X_RHO, w_rho=_W_RHO):
-    n_panels = 16
+    """Panels doubled from 8 until two successive results agree to rtol."""
+    n_panels = 8
     previous = _nu_moment_panels(energy_gev, z, nu_lo, nu_hi, power, n_panels, _X_NU, _W_NU, x_rho, w_rho)
     for _ in range(8):
         n_panels *= 2
         current = _nu_moment_panels(energy_gev, z, nu_lo, nu_hi, power, n_panels, _X_NU, _W_NU, x_rho, w_rho)
-        if abs(current - previous) <= rtol * abs(current):
+        change = abs(current - previous)
+        if change <= rtol * abs(current):
             return current
         previous = current
-    raise RuntimeError(f"nu integral did not converge to {rtol} (last change {abs(current - previous) / current:.1e})")
+    raise RuntimeError(f"nu integral did not converge to {rtol} (last relative change {change / abs(current):.1e})")
 
 
 # --- argument checks ---------------------------------------------------------------------------
 
 
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} = {value!r} must be a finite number > 0")
-    return float(value)
-
-
 def _check_target(z, a):
-    return _check_positive("z", z), _check_positive("a", a)
+    return check_range("z", z, 0.0, low_open=True), check_range("a", a, 0.0, low_open=True)
 
 
 def _check_energy(energy_gev):
-    energy = _check_positive("energy_gev", energy_gev)
-    if energy < ENERGY_MIN_GEV:
-        raise ValueError(f"energy_gev = {energy_gev!r} is below the range of the pair-production formula: "
-                         f"must be >= {ENERGY_MIN_GEV} GeV")
-    return energy
+    # the formula holds for E >> m_mu; see ENERGY_MIN_GEV
+    return check_range("energy_gev", energy_gev, ENERGY_MIN_GEV)
 
 
 def kinematic_limits(energy_gev, z):
@@ -253,7 +277,7 @@ def kinematic_limits(energy_gev, z):
     nu_min = 4 m_e / E and nu_max = 1 - (3/4) sqrt(e) (m_mu / E) Z^(1/3) (Geant4
     G4MuPairProductionModel; Kelner, Kokoulin & Petrukhin).
     """
-    return nu_limits_kernel(_check_energy(energy_gev), _check_positive("z", z))
+    return nu_limits_kernel(_check_energy(energy_gev), check_range("z", z, 0.0, low_open=True))
 
 
 def pair_energy_window(energy_gev, z, pair_energy_min_gev, pair_energy_max_gev=None):
@@ -263,19 +287,20 @@ def pair_energy_window(energy_gev, z, pair_energy_min_gev, pair_energy_max_gev=N
     and the allowed range if the window is empty or outside the kinematic range.
     """
     energy = _check_energy(energy_gev)
-    nu_min, nu_max = nu_limits_kernel(energy, _check_positive("z", z))
+    nu_min, nu_max = nu_limits_kernel(energy, check_range("z", z, 0.0, low_open=True))
     low, high = nu_min * energy, nu_max * energy
-    allowed = f"the kinematic range [{low:.6g}, {high:.6g}] GeV (E = {energy:g} GeV, Z = {z:g})"
-    e_lo = _check_positive("pair_energy_min_gev", pair_energy_min_gev)
-    if not low <= e_lo < high:
+    slack = 1e-12 * high  # rounding of nu * E
+    allowed = f"the kinematic range [{low:.10g}, {high:.10g}] GeV (E = {energy:g} GeV, Z = {z:g})"
+    e_lo = check_number("pair_energy_min_gev", pair_energy_min_gev)
+    if not low - slack <= e_lo < high:
         raise ValueError(f"pair_energy_min_gev = {pair_energy_min_gev!r} is outside {allowed}")
-    e_hi = high if pair_energy_max_gev is None else _check_positive("pair_energy_max_gev", pair_energy_max_gev)
-    if not low < e_hi <= high:
+    e_hi = high if pair_energy_max_gev is None else check_number("pair_energy_max_gev", pair_energy_max_gev)
+    if not low < e_hi <= high + slack:
         raise ValueError(f"pair_energy_max_gev = {pair_energy_max_gev!r} is outside {allowed}")
     if e_hi <= e_lo:
         raise ValueError(f"empty window: pair_energy_max_gev = {pair_energy_max_gev!r} is not above "
                          f"pair_energy_min_gev = {pair_energy_min_gev!r}")
-    return e_lo / energy, e_hi / energy
+    return max(e_lo / energy, nu_min), min(e_hi / energy, nu_max)
 
 
 # --- public cross sections ---------------------------------------------------------------------
@@ -336,8 +361,9 @@ def dsigma_dnu_ub(energy_gev, nu, z, a, n_rho_points=N_RHO_POINTS):
     z, a : float
         Atomic number and atomic mass (g/mol).
     n_rho_points : int
-        Gauss-Legendre points in x = ln(1 - |rho|)/ln(1 - rho_max); the default is converged
-        to better than 1e-8 relative.
+        Gauss-Legendre points in x = ln(1 - |rho|)/ln(1 - rho_max). The default is converged
+        to 1e-12 for E >= 10 GeV; near E = 1 GeV and pair energies close to threshold, where the
+        logarithms L_e, L_mu are clipped at zero (as in Geant4), to about 5e-3.
 
     Notes
     -----
@@ -390,7 +416,7 @@ def b_pair_per_g_cm2(energy_gev, z, a):
     energy = _check_energy(energy_gev)
     nu_min, nu_max = nu_limits_kernel(energy, z)
     moment = _nu_moment(energy, z, nu_min, nu_max, 1.0)
-    return AVOGADRO / a * moment * _UB_TO_CM2
+    return AVOGADRO / a * moment * UB_TO_CM2
 
 
 # --- sampling ----------------------------------------------------------------------------------
@@ -421,7 +447,7 @@ def _lepton_polar_angle(energy_gev, u):
 
 
 @njit(cache=True, nogil=True)
-def sample_pair(energy_gev, z, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf, u, out):
+def sample_pair(energy_gev, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf, u, out):
     """One pair-production final state from N_UNIFORMS uniforms u in (0, 1); fills `out` (OUT_FIELDS).
 
     - nu from the tabulated dsigma/dnu (piecewise linear in s = ln(nu/(1 - nu))), u[0];
@@ -429,7 +455,7 @@ def sample_pair(energy_gev, z, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf, u, 
       the two neighbouring nu nodes interpolated linearly in s; the sign from u[1] > 1/2;
     - polar angles of e- (u[2]) and e+ (u[3]): `_lepton_polar_angle`; azimuth phi- = 2 pi u[4],
       phi+ = phi- + pi (back to back, as Geant4's SamplePairDirections);
-    - muon: E' = E (1 - nu) (the nuclear recoil energy, q^2 / 2 M ~ keV, is neglected), direction
+    - muon: E' = E (1 - nu) (the nuclear recoil energy q^2 / 2 M, well below 1 keV, is neglected), direction
       along p_mu - p- - p+ (the transverse momentum taken by the nucleus is neglected, as in Geant4
       and Celeritas' MuPairProductionInteractor).
     The frame has the incoming muon along +z.
@@ -478,9 +504,9 @@ def sample_pair(energy_gev, z, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf, u, 
 
 
 @njit(cache=True, parallel=True)
-def _sample_pairs(energy_gev, z, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf, u, out):
+def _sample_pairs(energy_gev, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf, u, out):
     for i in prange(u.shape[0]):
-        sample_pair(energy_gev, z, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf, u[i], out[i])
+        sample_pair(energy_gev, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf, u[i], out[i])
 
 
 @njit(cache=True, nogil=True)
@@ -528,18 +554,24 @@ class PairSampler:
     sigma_ub : float
         Cross section per atom in the window (ub), from `sigma_ub`.
     tables : tuple
-        (energy_gev, z, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf): the first arguments of
+        (energy_gev, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf): the first arguments of
         the kernel `sample_pair`, which then takes u (N_UNIFORMS uniforms) and out (N_OUT).
 
     Notes
     -----
-    Between nodes the densities are linear and inverted exactly; with the defaults the
-    interpolation error on the nu and rho distributions is below 1e-4 relative.
+    Between nodes the densities are linear and inverted exactly. With the defaults at 160 GeV
+    the tabulated CDF in nu agrees with `sigma_ub` to better than 1e-5; the tests compare 1e6
+    sampled events with the formula (chi2 in nu and in |rho|). A window starting at the
+    threshold 4 m_e, where rho_max opens like a square root, is less accurate in its first bins.
+    Building the tables takes about 0.1 s (1025 x 129 evaluations of the formula).
     """
 
     def __init__(self, beam_energy_gev, z, a, pair_energy_min_gev, pair_energy_max_gev=None, n_nu=1025, n_x=129):
         z, a = _check_target(z, a)
         nu_lo, nu_hi = pair_energy_window(beam_energy_gev, z, pair_energy_min_gev, pair_energy_max_gev)
+        for name, value in (("n_nu", n_nu), ("n_x", n_x)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 3:
+                raise ValueError(f"{name} = {value!r} must be an integer >= 3")
         energy = float(beam_energy_gev)
         self.beam_energy_gev, self.z, self.a = energy, z, a
         self.nu_range = (nu_lo, nu_hi)
@@ -555,7 +587,7 @@ class PairSampler:
         x_pdf = np.empty((s_grid.size, x_grid.size))
         x_cdf = np.empty_like(x_pdf)
         _rho_tables(energy, z, nu_nodes, x_grid, x_pdf, x_cdf)
-        self.tables = (energy, z, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf)
+        self.tables = (energy, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf)
 
     def sample(self, u):
         """Final states for uniforms u of shape (n, N_UNIFORMS): a dict of arrays named as OUT_FIELDS."""
