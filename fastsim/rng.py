@@ -37,7 +37,10 @@ import math
 import numbers
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, types
+from numba import prange
+from numba.extending import intrinsic
 
 # Stream identifiers: one per use, so that changing one effect never shifts another's numbers.
 STREAM_SEED_DERIVATION = 0  # reserved for derive_seed
@@ -61,8 +64,6 @@ _M0 = np.uint64(0xD2E7470EE14C6C93)
 _M1 = np.uint64(0xCA5A826395121157)
 _W0 = np.uint64(0x9E3779B97F4A7C15)
 _W1 = np.uint64(0xBB67AE8584CAA73B)
-_LOW32 = np.uint64(0xFFFFFFFF)
-_S32 = np.uint64(32)
 _S12 = np.uint64(12)
 _ZERO = np.uint64(0)
 _ROUNDS = 10
@@ -70,17 +71,20 @@ _TWO_M52 = 2.0**-52
 _TWO_PI = 2.0 * math.pi
 
 
-@njit(cache=True, nogil=True)
-def _mulhilo(a, b):
-    """(low, high) 64-bit words of the 128-bit product a * b, from 32-bit halves (no uint128)."""
-    a_lo, a_hi = a & _LOW32, a >> _S32
-    b_lo, b_hi = b & _LOW32, b >> _S32
-    lolo = a_lo * b_lo
-    hilo = a_hi * b_lo
-    # cannot overflow: (2^32 - 1)^2 + 2 (2^32 - 1) = 2^64 - 1
-    cross = (lolo >> _S32) + (hilo & _LOW32) + a_lo * b_hi
-    high = a_hi * b_hi + (hilo >> _S32) + (cross >> _S32)
-    return a * b, high  # uint64 multiplication wraps: the low word directly
+@intrinsic
+def _mulhilo(typingctx, a, b):
+    """(low, high) 64-bit words of the 128-bit product a * b of two uint64: one native
+    64 x 64 -> 128 multiplication (LLVM i128), which numba does not offer as a type."""
+    signature = types.UniTuple(types.uint64, 2)(types.uint64, types.uint64)
+
+    def codegen(context, builder, sig, args):
+        i128 = ir.IntType(128)
+        product = builder.mul(builder.zext(args[0], i128), builder.zext(args[1], i128))
+        low = builder.trunc(product, ir.IntType(64))
+        high = builder.trunc(builder.lshr(product, ir.Constant(i128, 64)), ir.IntType(64))
+        return context.make_tuple(builder, sig.return_type, (low, high))
+
+    return signature, codegen
 
 
 @njit(cache=True, nogil=True)
