@@ -108,10 +108,13 @@ def _deposit_cdf(x, centre, half_width, sigma):
 def _firing_reach(fraction):
     """z such that the deposit beyond centre + half_width + z sigma is below `fraction`: the
     Gaussian tail bound Phi(-z) <= exp(-z^2/2) / 2 gives z = sqrt(2 ln(1 / (2 fraction))), 0 for
-    fraction >= 1/2. Strips beyond it cannot fire, so they are not evaluated."""
+    fraction >= 1/2, at most 8.5 (beyond which no charge is counted). Strips beyond it cannot
+    fire, so they are not evaluated."""
     if fraction >= 0.5:
         return 0.0
-    return math.sqrt(2.0 * math.log(0.5 / fraction))
+    if fraction <= 0.0:
+        return _GAUSS_REACH
+    return min(math.sqrt(2.0 * math.log(0.5 / fraction)), _GAUSS_REACH)
 
 
 @njit(cache=True, nogil=True)
@@ -123,7 +126,7 @@ def digitize_crossing(u_cm, tan_alpha, pitch_cm, n_strips, thickness_cm, thresho
     u_cm : float
         Crossing point at the sensor mid-plane, local coordinate perpendicular to the strips (cm).
     tan_alpha : float
-        Tangent of the incidence angle in the measurement plane.
+        Tangent of the incidence angle in the measurement plane (non-finite: no hit).
     pitch_cm, thickness_cm : float
         Strip pitch and sensor thickness (cm).
     n_strips : int
@@ -137,20 +140,21 @@ def digitize_crossing(u_cm, tan_alpha, pitch_cm, n_strips, thickness_cm, thresho
     -------
     first_strip, cluster_size : int, int
         The fired strips are first_strip .. first_strip + cluster_size - 1, all in [0, n_strips);
-        (-1, 0) when the crossing is outside the active area or no strip fires.
+        (-1, 0) when the crossing is outside the active area (or u is NaN) or no strip fires.
 
     Notes
     -----
     See the module docstring for the charge model.
     """
     half_active = 0.5 * n_strips * pitch_cm
-    if not abs(u_cm) <= half_active:  # also refuses NaN
+    if not (abs(u_cm) <= half_active and abs(tan_alpha) < math.inf):  # also refuses NaN
         return -1, 0
     half_width = 0.5 * thickness_cm * abs(tan_alpha)
-    secant = math.sqrt(1.0 + tan_alpha * tan_alpha)
+    secant = math.hypot(1.0, tan_alpha)  # path length / thickness
     reach = half_width + sigma_diff_cm * _firing_reach(threshold_fraction / secant)
-    k_lo = max(int(math.floor((u_cm - reach) / pitch_cm + 0.5 * n_strips)), 0)
-    k_hi = min(int(math.floor((u_cm + reach) / pitch_cm + 0.5 * n_strips)), n_strips - 1)
+    # strips that can fire; clipped as floats first so that a huge reach cannot overflow int
+    k_lo = int(math.floor(max((u_cm - reach) / pitch_cm + 0.5 * n_strips, 0.0)))
+    k_hi = int(math.floor(min((u_cm + reach) / pitch_cm + 0.5 * n_strips, n_strips - 1.0)))
     first = -1
     last = -1
     below = _deposit_cdf((k_lo - 0.5 * n_strips) * pitch_cm, u_cm, half_width, sigma_diff_cm)
@@ -192,7 +196,8 @@ def _residual_moments(tan_alpha, pitch_cm, thickness_cm, threshold_fraction, sig
             a, b = end - step, end
             for _ in range(60):
                 mid = 0.5 * (a + b)
-                f_mid, s_mid = digitize_crossing(mid, tan_alpha, pitch_cm, n, thickness_cm, threshold_fraction, sigma_diff_cm)
+                f_mid, s_mid = digitize_crossing(mid, tan_alpha, pitch_cm, n, thickness_cm, threshold_fraction,
+                                                 sigma_diff_cm)
                 if f_mid == first and s_mid == size:
                     a = mid
                 else:
@@ -230,6 +235,9 @@ def expected_resolution_cm(tan_alpha, pitch_cm=0.009, thickness_cm=0.032, thresh
         pitch / sqrt(12) when every cluster has one strip, smaller with charge sharing.
     """
     _check_sensor_scalars(pitch_cm, thickness_cm, threshold_fraction, sigma_diff_cm)
+    check_range("tan_alpha", tan_alpha)
+    if isinstance(n_grid, (bool, np.bool_)) or not isinstance(n_grid, (int, np.integer)) or n_grid < 1:
+        raise ValueError(f"n_grid = {n_grid!r} must be an integer >= 1")
     detected, _, second = _residual_moments(float(tan_alpha), float(pitch_cm), float(thickness_cm),
                                             float(threshold_fraction), float(sigma_diff_cm), int(n_grid))
     if detected <= 0.0:
@@ -307,7 +315,7 @@ def make_stubs(positions0_strips, positions1_strips, offset_strips, window_strip
 # Batch digitization: CSR hits per event
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StripHits:
     """Digitized hits of events first_event .. first_event + n_events - 1, in CSR form.
 
@@ -350,6 +358,8 @@ class StripHits:
     def concatenate(parts) -> "StripHits":
         """Hits of consecutive event ranges, joined into one."""
         parts = list(parts)
+        if not parts:
+            raise ValueError("StripHits.concatenate needs at least one part")
         for before, after in zip(parts, parts[1:]):
             if after.first_event != before.first_event + before.n_events:
                 raise ValueError(f"StripHits.concatenate: event ranges not consecutive: "
@@ -408,7 +418,8 @@ def _digitize_pass(seed, first_event, crossing_offsets, sensor, u, v, tan_alpha,
             s = sensor[c]
             first, size = -1, 0
             if abs(v[c]) <= half_length[s]:
-                first, size = digitize_crossing(u[c], tan_alpha[c], pitch[s], n_strips[s], thickness[s], threshold, sigma)
+                first, size = digitize_crossing(u[c], tan_alpha[c], pitch[s], n_strips[s], thickness[s],
+                                                threshold, sigma)
             if size > 0 and efficiency[s] < 1.0:
                 draw = np.uint64(s) * _SENSOR_DRAWS + np.uint64(particle[c])
                 if not uniform(seed, event, STREAM_EFFICIENCY, draw) < efficiency[s]:
@@ -471,8 +482,9 @@ def _per_sensor(name, values, n_sensors, dtype, low, high, low_open=False, high_
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
         raise ValueError(f"{name} must hold numbers, got dtype {array.dtype}")
     for i, value in enumerate(array.tolist()):
-        bad = not math.isfinite(value) or (value <= low if low_open else value < low) or (value >= high if high_open else value > high)
-        if bad:
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
             left, right = ("(" if low_open else "["), (")" if high_open else "]")
             raise ValueError(f"{name}[{i}] = {value!r} is outside the allowed range {left}{low!r}, {high!r}{right}")
     if np.issubdtype(dtype, np.integer) and np.any(array != np.round(array)):
@@ -483,7 +495,8 @@ def _per_sensor(name, values, n_sensors, dtype, low, high, low_open=False, high_
 def _per_crossing(name, values, n_crossings, dtype):
     array = np.asarray(values)
     if array.shape != (n_crossings,):
-        raise ValueError(f"{name} must be a 1-D array of length {n_crossings} (one entry per crossing), got shape {array.shape}")
+        raise ValueError(f"{name} must be a 1-D array of length {n_crossings} (one entry per crossing), "
+                         f"got shape {array.shape}")
     return np.ascontiguousarray(array, dtype=dtype)
 
 
@@ -504,7 +517,8 @@ def digitize_hits(seed, first_event, n_events, event_index, sensor_id, u_cm, tan
     sensor_id : int array (n_crossings)
         Sensor crossed, an index into the per-sensor arrays.
     u_cm, tan_alpha : float arrays (n_crossings)
-        Local crossing coordinate (cm) and incidence slope in the measurement plane.
+        Local crossing coordinate (cm) and incidence slope in the measurement plane, finite;
+        crossings outside the active area give no hit.
     particle_index : int array (n_crossings)
         Truth link written to the hits; 0 <= particle_index < 2**32, unique per (event, sensor).
     pitch_cm, thickness_cm : float arrays (n_sensors)
@@ -558,6 +572,11 @@ def digitize_hits(seed, first_event, n_events, event_index, sensor_id, u_cm, tan
     else:
         v = _per_crossing("v_cm", v_cm, n_crossings, np.float64)
         half_length = _per_sensor("half_length_cm", half_length_cm, n_sensors, np.float64, 0.0, math.inf, low_open=True)
+    for name, array in (("u_cm", u), ("tan_alpha", slope), ("v_cm", v)):
+        bad = np.flatnonzero(~np.isfinite(array))
+        if bad.size:
+            raise ValueError(f"{name}[{bad[0]}] = {array[bad[0]]} must be finite "
+                             "(leave out crossings that did not happen)")
     if n_crossings:
         if np.any(np.diff(events) < 0):
             raise ValueError("event_index must be non-decreasing (crossings sorted by event)")

@@ -13,8 +13,9 @@ What to use when (all `@njit(cache=True, nogil=True)` scalar kernels):
   the results added in quadrature: the logarithm makes that 6-8 % too low for MUonE's layers.
 - `scatter_gaussian(theta0, thickness_cm, z1, z2, z3, z4)`: Gaussian multiple scattering, plane
   angles and the correlated position offsets at the exit of the slab (PDG).
-- `scatter_mixture(...)`: the same Gaussian core plus a single-scattering (Rutherford) tail;
-  use it when the non-Gaussian tails matter (they do at the 1e-5 level of MUonE).
+- `scatter_mixture(...)`: the same Gaussian core plus a single-scattering (Rutherford) tail
+  above 3 theta0 (`tail_probability`, `nuclear_cutoff_rad`); use it when the non-Gaussian
+  tails matter (they do at the 1e-5 level of MUonE).
 - `deflect(dx, dy, dz, dtheta_x, dtheta_y)`: apply two plane angles to a direction, exactly.
 - `sample_bethe_heitler(seed, event, stream, draw_start, thickness_over_x0)`: electron
   bremsstrahlung, the surviving energy fraction after a slab.
@@ -91,7 +92,8 @@ def highland_theta0_rad(momentum_gev, beta, charge, thickness_over_x0):
     Returns
     -------
     float
-        theta0 = 13.6 MeV / (beta c p) |z| sqrt(x/X0) (1 + 0.038 ln(x z^2 / (X0 beta^2))).
+        theta0 = 13.6 MeV / (beta c p) |z| sqrt(x/X0) (1 + 0.038 ln(x z^2 / (X0 beta^2)));
+        0 for x/X0 <= 0.
 
     Notes
     -----
@@ -102,6 +104,8 @@ def highland_theta0_rad(momentum_gev, beta, charge, thickness_over_x0):
     scatterer: the logarithm is not additive, so widths of sub-layers must not be added in
     quadrature. The caller multiplies the result by the multiple-scattering scale factor.
     """
+    if thickness_over_x0 <= 0.0:
+        return 0.0  # no material (a layer of zero thickness): no scattering
     z2 = charge * charge
     log_term = math.log(thickness_over_x0 * z2 / (beta * beta))
     return (HIGHLAND_SCALE_GEV / (beta * momentum_gev) * math.sqrt(z2 * thickness_over_x0)
@@ -147,7 +151,7 @@ def single_scattering_rate(thickness_over_x0, beta, charge, atomic_number):
     Parameters
     ----------
     thickness_over_x0 : float
-        Thickness in radiation lengths, x/X0.
+        x/X0 of the Highland logarithm (see Returns).
     beta : float
         Velocity v/c.
     charge : float
@@ -160,7 +164,10 @@ def single_scattering_rate(thickness_over_x0, beta, charge, atomic_number):
     float
         C = (E_s / 13.6 MeV)^2 / (4 ln(183 Z^-1/3) h^2), with h = 1 + 0.038 ln(x z^2/(X0 beta^2))
         the Highland logarithm: the mean number of single scatters with space angle above
-        theta is C (theta0_H / theta)^2, theta0_H being the (unscaled) Highland width.
+        theta is C (theta0_H / theta)^2, theta0_H being the (unscaled) Highland width of a
+        scatterer of x/X0 = `thickness_over_x0`. Only the Highland logarithm depends on the
+        thickness: for a slab that gets the share theta0_H(X) sqrt(x/X) of a scatterer X, pass
+        X, and C (theta0_share / theta)^2 is the rate of the slab's own x.
 
     Notes
     -----
@@ -216,8 +223,13 @@ def scatter_mixture(theta0, thickness_cm, thickness_over_x0, beta, charge, atomi
     ----------
     theta0 : float
         Core width, rad: Highland for the total thickness times the scale factor.
-    thickness_cm, thickness_over_x0 : float
-        Path length in the slab, in cm and in radiation lengths.
+    thickness_cm : float
+        Path length in the slab, cm (the lever arm of the position offsets).
+    thickness_over_x0 : float
+        The x/X0 of the Highland logarithm that theta0 was computed with: the slab's own x/X0
+        when theta0 is Highland of the slab, the TOTAL x/X0 of the scatterer when theta0 is the
+        slab's share of it (theta0_H(X) sqrt(x/X)). It enters only through that logarithm
+        (`single_scattering_rate`), which keeps the absolute Rutherford rate right.
     beta, charge : float
         Velocity v/c and charge number of the particle.
     atomic_number : float
@@ -251,12 +263,15 @@ def scatter_mixture(theta0, thickness_cm, thickness_over_x0, beta, charge, atomi
       theta_max)^2 with C from `single_scattering_rate`, computed from the Highland width
       without scale factor, so the whole distribution scales with theta0 (up to theta_max).
 
-    The cut 3 theta0 is where the Rutherford density overtakes the Gaussian for x/X0 ~ 0.01-0.1;
-    only one tail scatter is drawn (N ~ 0.02-0.04, two scatters above the cut have probability
-    N^2/2 < 1e-3). For 160 GeV muons in 1.5 cm Be, 0.3 % of the plane angles lie beyond
-    5 theta0 (a Gaussian: 6e-7). The Z(Z+1) of the rate includes scattering on atomic electrons,
-    which in reality stops at m_e/m_mu = 4.8 mrad for muons; the sharp theta_max stands in for
-    the nuclear form factor.
+    The cut 3 theta0 is near the angle (3-3.5 theta0) where the Rutherford density overtakes
+    the Gaussian for x/X0 ~ 0.01-0.1; only one tail scatter is drawn (N ~ 0.02, two scatters
+    above the cut have probability N^2/2 ~ 2e-4). For 160 GeV muons (theta_max from
+    `nuclear_cutoff_rad`): 0.36 % of the plane angles lie beyond 5 theta0 in 1.5 cm Be (a
+    Gaussian: 6e-7), and the central-98 % width (RMS / 0.935) is above theta0 by 3.6 % (1.5 cm
+    Be), 3.2 % (3 cm graphite), 4.8 % (0.064 cm Si): within the 11 % of Highland, but a caller
+    who wants the central width to equal theta0 exactly divides theta0 by that factor. The
+    Z(Z+1) of the rate includes scattering on atomic electrons, which for muons stops at
+    m_e/m_mu = 4.8 mrad; the sharp theta_max stands in for the nuclear form factor.
     """
     dtheta_x, dtheta_y, dx, dy = scatter_gaussian(theta0, thickness_cm, z1, z2, z3, z4)
     if u1 >= tail_probability(thickness_over_x0, beta, charge, atomic_number, theta0, theta_max_rad):
@@ -410,8 +425,10 @@ def sample_bethe_heitler(seed, event, stream, draw_start, thickness_over_x0):
     Bethe & Heitler, Proc. R. Soc. A 146 (1934) 83: -ln z follows Gamma(b t, 1), the model of
     the ATLAS/ACTS Gaussian-sum filter and of Fatras BetheHeitler. We take b = 1/ln 2, so that
     <z> = 2^(-b t) = exp(-t) exactly, matching the mean loss E (1 - exp(-x/X0)) that defines
-    X0. The classic b = 4/3 gives <z> = exp(-0.924 t), i.e. a mean loss 7.6 % (t -> 0) to
-    6.8 % (t = 0.2) lower. The energy of the photon is E (1 - z); its angle is not simulated.
+    X0. The classic b = 4/3 gives <z> = 2^(-4t/3) = exp(-0.924 t), i.e. a mean loss 7.6 %
+    (t -> 0) to 6.9 % (t = 0.2) lower. The energy of the photon is E (1 - z); its angle is not
+    simulated. For b t << 1 most losses are below the float64 resolution of z: z == 1.0 for
+    -ln z < 1.1e-16, which happens for 59 % of the electrons at t = 0.01.
     """
     if thickness_over_x0 <= 0.0:
         return 1.0, np.int64(0)
