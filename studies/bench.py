@@ -43,6 +43,22 @@ def benchmark_cases():
     ]
 
 
+def _station_case(n_events):
+    """Generation plus simulation (transport and digitization) of one station, tb2022."""
+    from fastsim.detector.geometry import load_geometry
+    from fastsim.detector.transport import DetectorSimulation, geometry_targets
+
+    geometry = load_geometry("tb2022_station")
+    generator = Generator(GeneratorConfig(targets=geometry_targets(geometry)), seed=1)
+    simulation = DetectorSimulation(geometry, seed=1)
+
+    def run(n):
+        for truth in generator.run(n):
+            simulation.simulate(truth)
+
+    return run
+
+
 def run_benchmarks(n_events: int = 2_000_000, threads: int = 1) -> list[dict]:
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
@@ -58,6 +74,10 @@ def run_benchmarks(n_events: int = 2_000_000, threads: int = 1) -> list[dict]:
                 events = chunk if suffix == "kernel only" else n_events
                 rate = _best_rate(function, events)
                 results.append({"stage": f"{stage}: {suffix}", "events_per_s": rate, "threads": threads, "events": events})
+        station_events = max(n_events // 10, 10_000)
+        rate = _best_rate(_station_case(station_events), station_events)
+        results.append({"stage": "generation + simulation of one station (tb2022)", "events_per_s": rate,
+                        "threads": threads, "events": station_events})
         return results
     finally:
         numba.set_num_threads(previous)

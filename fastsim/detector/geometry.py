@@ -328,8 +328,8 @@ class Layers:
     ----------
     z_cm, thickness_cm, x0_cm : float64 (n,)
         Global z of the layer centre, thickness along its normal, radiation length of its material.
-    atomic_number : float64 (n,)
-        Z of the layer's material (the mass-weighted mean for a compound).
+    atomic_number, mass_number : float64 (n,)
+        Z and A (g/mol) of the layer's material (mass-weighted means for a compound).
     x_over_x0 : float64 (n,)
         Material crossed by a track along +z, thickness / x0 / |n_z|.
     kind : int64 (n,)
@@ -350,6 +350,7 @@ class Layers:
     thickness_cm: np.ndarray
     x0_cm: np.ndarray
     atomic_number: np.ndarray
+    mass_number: np.ndarray
     x_over_x0: np.ndarray
     kind: np.ndarray
     station: np.ndarray
@@ -441,7 +442,7 @@ class Geometry:
                 t = station.target
                 z = station.global_z_cm(t.z_cm + 0.5 * t.thickness_cm)
                 rows.append(dict(z_cm=z, thickness_cm=t.thickness_cm, x0_cm=t.medium.radiation_length_cm,
-                                 atomic_number=t.medium.z,
+                                 atomic_number=t.medium.z, mass_number=t.medium.a_g_mol,
                                  kind=KIND_TARGET, station=si, module=-1, sensor=-1, measure_dir=np.zeros(3),
                                  strip_dir=np.zeros(3), normal=np.array([0.0, 0.0, 1.0]),
                                  centre_cm=np.array([0.0, 0.0, z])))
@@ -454,6 +455,7 @@ class Geometry:
                     rows.append(dict(
                         z_cm=position[2], thickness_cm=m.sensor_thickness_cm,
                         x0_cm=material(m.material).radiation_length_cm, atomic_number=material(m.material).z,
+                        mass_number=material(m.material).a_g_mol,
                         kind=KIND_SENSOR, station=si, module=mi, sensor=k, measure_dir=measure, strip_dir=strip,
                         normal=normal, centre_cm=position, pitch_cm=m.pitch_cm, n_strips=m.n_strips,
                         active_length_cm=m.active_length_cm, active_width_cm=m.active_width_cm,

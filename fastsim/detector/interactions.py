@@ -66,7 +66,8 @@ HBARC_GEV_FM = 0.1973269804
 NUCLEAR_RADIUS_PARAMETER_FM = 1.2
 
 # Bethe-Heitler: -ln z ~ Gamma(b t). b = 1/ln 2 makes the mean surviving fraction <z> = 2^(-b t)
-# = exp(-t) exactly, the definition of the radiation length (PDG eq. 34.29: <E(x)> = E0 e^(-x/X0)).
+# = exp(-t) exactly: the mean energy after x of a high-energy electron, E0 exp(-x/X0), which
+# defines the radiation length (PDG RPP "Passage of particles through matter", sect. on X0).
 BETHE_HEITLER_B = 1.0 / math.log(2.0)
 
 _TWO_PI = 2.0 * math.pi
@@ -132,7 +133,7 @@ def scatter_gaussian(theta0, thickness_cm, z1, z2, z3, z4):
 
     Notes
     -----
-    PDG RPP "Passage of particles through matter", eqs. 34.19-34.20: per plane,
+    PDG RPP "Passage of particles through matter", the equations following eq. 34.16: per plane,
     theta_plane = z2 theta0 and y_plane = z1 x theta0 / sqrt(12) + z2 x theta0 / 2, so that
     rms(y_plane) = x theta0 / sqrt(3) and the position-angle correlation is sqrt(3)/2.
     (z1, z2) serve the x plane, (z3, z4) the y plane.

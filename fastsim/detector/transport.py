@@ -54,7 +54,6 @@ from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV, PDG_ELECTRON, PDG_MU
 
 _BREM_STREAM_BASE = 100_000  # bremsstrahlung in layer l: stream 100000 + l, draws from particle << 20
 _PARTICLES_PER_EVENT = 4  # incoming muon + up to three outgoing particles
-_MIXTURE_A = 9.0  # mass number of the nuclear cut-off of the tail (Be); the cut-off is far in the tail
 
 
 @dataclass(frozen=True)
@@ -92,8 +91,8 @@ def _rotation_apply(a, b, x, y, z):
 
 
 @njit(cache=True, nogil=True)
-def _scatter(seed, event, layer, particle, path_cm, x0_cm, atomic_number, x_station, momentum, mass, ms_scale,
-             mixture, direction, position):
+def _scatter(seed, event, layer, particle, path_cm, x0_cm, atomic_number, mass_number, x_station, momentum, mass,
+             ms_scale, mixture, direction, position):
     """Multiple scattering of one particle in one layer: deflects `direction` and shifts
     `position` in place (see the module docstring for the width)."""
     if path_cm <= 0.0 or x_station <= 0.0:
@@ -106,8 +105,9 @@ def _scatter(seed, event, layer, particle, path_cm, x0_cm, atomic_number, x_stat
     z1, z2, z3, z4 = rng.normal4(seed, event, stream, particle)
     if mixture:
         u1, u2, u3, u4 = rng.uniform4(seed, event, stream, _PARTICLES_PER_EVENT + particle)
-        dtx, dty, dx, dy = scatter_mixture(theta0, path_cm, x_layer, beta, 1.0, atomic_number,
-                                           nuclear_cutoff_rad(momentum, _MIXTURE_A), u1, u2, u3, u4, z1, z2, z3, z4)
+        # the tail rate takes the whole scatterer's x/X0 (it enters Highland's logarithm)
+        dtx, dty, dx, dy = scatter_mixture(theta0, path_cm, x_station, beta, 1.0, atomic_number,
+                                           nuclear_cutoff_rad(momentum, mass_number), u1, u2, u3, u4, z1, z2, z3, z4)
     else:
         dtx, dty, dx, dy = scatter_gaussian(theta0, path_cm, z1, z2, z3, z4)
     position[0] += dx
@@ -125,7 +125,7 @@ def _step_to_z(position, direction, z):
 
 @njit(cache=True, nogil=True)
 def _cross_layer(seed, event, layer, particle, is_electron, energy, mass, position, direction, settings,
-                 layer_z, thickness, x0, atomic_number, kind, measure, strip, normal, centre, x_station,
+                 layer_z, thickness, x0, atomic_number, mass_number, kind, measure, strip, normal, centre, x_station,
                  record, out_u, out_v, out_tan, out_layer, out_particle, count):
     """Move one particle through `layer` (a whole target or a sensor); returns (energy, count)."""
     if kind[layer] == KIND_SENSOR:
@@ -151,25 +151,31 @@ def _cross_layer(seed, event, layer, particle, is_electron, energy, mass, positi
         _step_to_z(position, direction, layer_z[layer] + 0.5 * thickness[layer])
         path = thickness[layer] / direction[2]
     return _material(seed, event, layer, particle, is_electron, energy, mass, path, position, direction, settings,
-                     x0, atomic_number, x_station), count
+                     x0, atomic_number, mass_number, x_station), count
 
 
 @njit(cache=True, nogil=True)
 def _material(seed, event, layer, particle, is_electron, energy, mass, path, position, direction, settings,
-              x0, atomic_number, x_station):
-    """Bremsstrahlung (electrons) then multiple scattering over `path` cm of `layer`; returns the energy."""
+              x0, atomic_number, mass_number, x_station):
+    """Bremsstrahlung (electrons) and multiple scattering over `path` cm of `layer`; returns the
+    exit energy. An electron scatters with the momentum p_eff = p_in sqrt(2 tau / (e^(2 tau) - 1)),
+    tau = ln(E_in / E_out): the mean of 1/p^2 along the path for an exponential energy loss."""
+    momentum = math.sqrt(energy * energy - mass * mass)
     if is_electron and settings[2] != 0.0:
         fraction, _ = sample_bethe_heitler(seed, event, _BREM_STREAM_BASE + layer, particle << 20, path / x0[layer])
-        energy = max(energy * fraction, mass * (1.0 + 1e-9))
-    momentum = math.sqrt(energy * energy - mass * mass)
-    _scatter(seed, event, layer, particle, path, x0[layer], atomic_number[layer], x_station, momentum, mass,
-             settings[0], settings[1] != 0.0, direction, position)
+        exit_energy = max(energy * fraction, mass * (1.0 + 1e-9))
+        tau = math.log(energy / exit_energy)
+        if tau > 0.0:
+            momentum *= math.sqrt(2.0 * tau / math.expm1(2.0 * tau))
+        energy = exit_energy
+    _scatter(seed, event, layer, particle, path, x0[layer], atomic_number[layer], mass_number[layer], x_station,
+             momentum, mass, settings[0], settings[1] != 0.0, direction, position)
     return energy
 
 
 @njit(parallel=True, cache=True)
 def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, pdg, momenta,
-               layer_z, thickness, x0, atomic_number, kind, station, measure, strip, normal, centre,
+               layer_z, thickness, x0, atomic_number, mass_number, kind, station, measure, strip, normal, centre,
                station_first, station_last, station_x, settings, capacity,
                out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex):
     for i in prange(event_ids.size):
@@ -199,14 +205,14 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
         energy = beam_energy[i]
         for layer in range(first, target):
             energy, count = _cross_layer(seed, event, layer, 0, False, energy, MUON_MASS_GEV, position, direction,
-                                         settings, layer_z, thickness, x0, atomic_number, kind, measure, strip,
-                                         normal, centre, station_x[station[layer]], count < capacity, u_row, v_row, tan_row,
+                                         settings, layer_z, thickness, x0, atomic_number, mass_number, kind, measure,
+                                         strip, normal, centre, station_x[station[layer]], count < capacity, u_row, v_row, tan_row,
                                          layer_row, particle_row, count)
         front = layer_z[target] - 0.5 * thickness[target]
         _step_to_z(position, direction, front)
         depth = (z_v - front) / direction[2]
         _material(seed, event, target, 0, False, energy, MUON_MASS_GEV, depth, position, direction, settings,
-                  x0, atomic_number, station_x[s_v])
+                  x0, atomic_number, mass_number, station_x[s_v])
         _step_to_z(position, direction, z_v)
         true_vertex[i, 0], true_vertex[i, 1], true_vertex[i, 2] = position[0], position[1], z_v
         # outgoing particles, rotated by the incoming muon's deflection
@@ -227,14 +233,14 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
             r[0], r[1], r[2] = position[0], position[1], z_v
             path = (back - z_v) / d[2]
             e_k = _material(seed, event, target, particle, code == PDG_ELECTRON, e_out, mass, path, r, d, settings,
-                            x0, atomic_number, station_x[s_v])
+                            x0, atomic_number, mass_number, station_x[s_v])
             _step_to_z(r, d, back)
             for layer in range(target + 1, last + 1):
                 if d[2] <= 0.0:
                     break
                 e_k, count = _cross_layer(seed, event, layer, particle, code == PDG_ELECTRON, e_k, mass, r, d,
-                                          settings, layer_z, thickness, x0, atomic_number, kind, measure, strip,
-                                          normal, centre, station_x[station[layer]], count < capacity, u_row, v_row,
+                                          settings, layer_z, thickness, x0, atomic_number, mass_number, kind, measure,
+                                          strip, normal, centre, station_x[station[layer]], count < capacity, u_row, v_row,
                                           tan_row, layer_row, particle_row, count)
         counts[i] = count
 
@@ -291,7 +297,7 @@ class DetectorSimulation:
         L = self.layers
         _transport(np.uint64(self.seed), event_ids, vertex, beam_direction, truth["beam_energy_gev"],
                    truth.particle_offsets, truth.particles["pdg"], momenta, L.z_cm, L.thickness_cm, L.x0_cm,
-                   L.atomic_number, L.kind, L.station, L.measure_dir, L.strip_dir, L.normal, L.centre_cm,
+                   L.atomic_number, L.mass_number, L.kind, L.station, L.measure_dir, L.strip_dir, L.normal, L.centre_cm,
                    self.station_first, self.station_last, self.station_x, self._settings_array, cap,
                    out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex)
         keep = np.arange(cap)[None, :] < counts[:, None]

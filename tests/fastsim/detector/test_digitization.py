@@ -53,9 +53,9 @@ def test_deposit_cdf_against_quadrature(half_width, sigma):
 def _reference_cluster(u, tan_alpha, sigma):
     """Independent model: strip fractions by quadrature over every strip of a window, fired set."""
     h = 0.5 * THICKNESS * abs(tan_alpha)
-    centre = int(math.floor(u / PITCH + N_STRIPS / 2))
+    low, high = (int(math.floor(x / PITCH + N_STRIPS / 2)) for x in (u - h, u + h))
     fired, margin = [], np.inf
-    for k in range(max(centre - 40, 0), min(centre + 41, N_STRIPS)):
+    for k in range(max(low - 3, 0), min(high + 4, N_STRIPS)):  # 2 strips away: Phi(-180 um / sigma) = 0
         a, b = (k - N_STRIPS / 2) * PITCH, (k + 1 - N_STRIPS / 2) * PITCH
         if sigma == 0.0:
             fraction = max(min(b, u + h) - max(a, u - h), 0.0) / (2 * h)
@@ -84,7 +84,7 @@ def test_cluster_against_reference_model(sigma):
         if margin > 1e-9:  # not at a threshold crossing, where rounding decides
             assert dg.digitize_crossing(u, tan_alpha, PITCH, N_STRIPS, THICKNESS, THRESHOLD, sigma) == expected
             n_checked += 1
-    assert n_checked > 100
+    assert n_checked > 80
 
 
 def test_normal_incidence_two_strip_band():
@@ -166,12 +166,17 @@ def test_residuals_match_expected_resolution(tan_alpha, sigma):
 
 def test_outside_active_area_gives_no_hit():
     edge = 0.5 * N_STRIPS * PITCH
-    u = np.array([edge + 1e-6, -edge - 1e-6, 10.0, np.nan, edge - 1e-4, -edge + 1e-4])
+    u = np.array([edge + 1e-6, -edge - 1e-6, 10.0, edge - 1e-4, -edge + 1e-4])
     hits = _one_per_event(u, 0.3)
-    assert hits.offsets.tolist() == [0, 0, 0, 0, 0, 1, 2]
+    assert hits.offsets.tolist() == [0, 0, 0, 0, 1, 2]
     assert hits.first_strip.tolist() == [N_STRIPS - 1, 0]
-    for x in u[:4]:
-        assert dg.digitize_crossing(x, 0.0, PITCH, N_STRIPS, THICKNESS, THRESHOLD, SIGMA) == (-1, 0)
+    for x, tan_alpha in [(edge + 1e-6, 0.0), (-edge - 1e-6, 5.0), (np.nan, 0.0), (0.0, np.inf), (0.0, np.nan)]:
+        assert dg.digitize_crossing(x, tan_alpha, PITCH, N_STRIPS, THICKNESS, THRESHOLD, SIGMA) == (-1, 0)
+    # a track almost in the sensor plane: every strip gets p / (T sin alpha) ~ 0.28 > threshold
+    assert dg.digitize_crossing(0.0, 1e4, PITCH, N_STRIPS, THICKNESS, THRESHOLD, SIGMA) == (0, N_STRIPS)
+    assert dg.digitize_crossing(0.0, 1e4, PITCH, N_STRIPS, THICKNESS, 0.3, SIGMA) == (-1, 0)
+    first, size = dg.digitize_crossing(0.0, 1e300, PITCH, N_STRIPS, THICKNESS, THRESHOLD, SIGMA)  # no overflow
+    assert (first, size) == (-1, 0) or (first >= 0 and first + size <= N_STRIPS)
     # along the strips, with v_cm and half_length_cm
     hits = dg.digitize_hits(SEED, 0, 3, [0, 1, 2], [0, 0, 0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0, 0, 0],
                             v_cm=[4.9, -5.1, 5.0], half_length_cm=[5.0], **_sensors(1))
@@ -218,8 +223,9 @@ def test_efficiency_fraction_and_independence():
     alone = dg.digitize_hits(SEED, 0, n_events, *(a[mine] for a in args), **_sensors(n_sensors, efficiency=eff))
     assert np.array_equal(alone.u_cm, full.u_cm[full.sensor_id == 3])
     # and the two particles on sensor 0 are dropped independently: P(both lost) = (1 - eff)^2
-    lost = 1 - np.array([np.sum((full.sensor_id[a:b] == 0)) for a, b in zip(full.offsets[:-1], full.offsets[1:])])
-    both = np.mean(lost == 1)  # 2 crossings of sensor 0, 1 - n_kept == 1 means none kept
+    hit_event = np.repeat(np.arange(n_events), np.diff(full.offsets))
+    kept_on_sensor0 = np.bincount(hit_event[full.sensor_id == 0], minlength=n_events)
+    both = np.mean(kept_on_sensor0 == 0)
     p = (1 - eff) ** 2
     assert abs(both - p) < 5 * math.sqrt(p * (1 - p) / n_events)
 
@@ -318,6 +324,10 @@ def test_bad_sensor_parameters(key, value):
     (dict(event_index=[5]), "event_index must lie in"),
     (dict(seed=-1), "seed"),
     (dict(v_cm=[0.0]), "v_cm and half_length_cm"),
+    (dict(u_cm=[np.nan]), r"u_cm\[0\] = nan must be finite"),
+    (dict(tan_alpha=[np.inf]), r"tan_alpha\[0\] = inf must be finite"),
+    (dict(particle_index=[-2]), r"particle_index\[0\] = -2"),
+    (dict(event_index=[0, 0]), r"sensor_id must be a 1-D array of length 2"),
 ])
 def test_bad_arguments(kwargs, match):
     args = dict(seed=SEED, first_event=0, n_events=1, event_index=[0], sensor_id=[0], u_cm=[0.0], tan_alpha=[0.0],

@@ -1,0 +1,178 @@
+"""Detector simulation: scattering against Highland, bremsstrahlung, hits, misalignment, reproducibility."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fastsim.detector.digitization import StripHits, expected_resolution_cm
+from fastsim.detector.geometry import Misalignment, load_geometry
+from fastsim.detector.slab import scatter_through_slab
+from fastsim.detector.transport import DetectorSimulation, SimulationSettings, geometry_targets
+from fastsim.events import TruthEvents
+from fastsim.generator.beam import BeamModel
+from fastsim.generator.generate import Generator, GeneratorConfig
+from studies.cli import main
+
+N_SLAB = 400_000
+
+
+@pytest.mark.parametrize(
+    "particle, energy, material, thickness",
+    [("mu", 160.0, "Be", 1.5), ("mu", 160.0, "C", 2.0), ("mu", 160.0, "Si", 0.064),
+     ("e", 1.0, "Si", 0.064), ("e", 10.0, "Si", 0.064), ("e", 1.0, "Be", 1.5), ("e", 10.0, "C", 2.0)],
+)
+def test_widths_agree_with_highland(particle, energy, material, thickness):
+    _, summary = scatter_through_slab(particle, energy, material, thickness, N_SLAB, seed=5)
+    ratio = summary.theta0_sim_rad / summary.theta0_highland_rad
+    if particle == "mu":
+        # Gaussian model, no energy loss: Highland exactly, up to the fit's statistical error
+        assert ratio == pytest.approx(1.0, abs=5 * summary.theta0_sim_error_rad / summary.theta0_highland_rad)
+        assert summary.pos_angle_correlation == pytest.approx(math.sqrt(3) / 2, abs=0.01)
+        assert summary.position_rms_cm == pytest.approx(thickness * summary.theta0_highland_rad / math.sqrt(3), rel=0.01)
+    else:
+        # electrons lose energy in the slab and scatter more: within Highland's 11 % accuracy
+        assert 1.0 <= ratio < 1.11
+    if particle == "e":
+        expected_loss = energy * (1 - math.exp(-summary.x_over_x0))
+        assert summary.mean_energy_loss_gev == pytest.approx(expected_loss, rel=0.03)
+
+
+def test_mixture_adds_tails_and_keeps_the_core():
+    angles_gauss, gauss = scatter_through_slab("mu", 160.0, "Be", 1.5, N_SLAB, seed=2)
+    angles_mix, mixture = scatter_through_slab("mu", 160.0, "Be", 1.5, N_SLAB, seed=2,
+                                               settings=SimulationSettings(ms_model="mixture"))
+    assert 1.0 < mixture.theta0_sim_rad / mixture.theta0_highland_rad < 1.11
+    theta0 = gauss.theta0_highland_rad
+    far_gauss = np.mean(np.abs(angles_gauss[:, :2]) > 5 * theta0)
+    far_mix = np.mean(np.abs(angles_mix[:, :2]) > 5 * theta0)
+    assert far_gauss < 1e-5 and far_mix > 1e-3
+
+
+def test_ms_scale_moves_the_same_particles():
+    nominal, _ = scatter_through_slab("mu", 160.0, "Be", 1.5, 10_000, seed=9)
+    scaled, _ = scatter_through_slab("mu", 160.0, "Be", 1.5, 10_000, seed=9, settings=SimulationSettings(ms_scale=1.01))
+    np.testing.assert_allclose(scaled[:, :2], 1.01 * nominal[:, :2], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def station_events():
+    geometry = load_geometry("tb2022_station")
+    beam = BeamModel(spot_x_cm=1.0, spot_y_cm=1.0, divergence_x_rad=2e-4, divergence_y_rad=2e-4)
+    truth = Generator(GeneratorConfig(beam=beam, targets=geometry_targets(geometry)), seed=3).chunk(0, 20_000)
+    return geometry, truth
+
+
+def test_hits_of_clean_events_and_residuals(station_events):
+    geometry, truth = station_events
+    result = DetectorSimulation(geometry, seed=1).simulate(truth)
+    crossings, hits = result.crossings, result.hits
+    # both outgoing particles cross the 12 sensors of the station
+    per_event = np.bincount(crossings["event_id"], minlength=len(truth))
+    assert np.all(per_event == 24)
+    # residuals of single-particle hits against the true crossing, per sensor type
+    event_of_hit = np.repeat(np.arange(len(truth)), np.diff(hits.offsets))
+    key_hits = event_of_hit * 10_000 + hits.sensor_id * 10 + hits.particle_index
+    key_cross = crossings["event_id"] * 10_000 + crossings["sensor_id"] * 10 + crossings["particle_index"]
+    order = np.argsort(key_cross)
+    match = order[np.searchsorted(key_cross[order], key_hits)]
+    assert np.array_equal(key_cross[match], key_hits)
+    residual = hits.u_cm - crossings["u_cm"][match]
+    tan_alpha = crossings["tan_alpha"][match]
+    for tilted in (True, False):
+        mask = (np.abs(tan_alpha) > 0.1) == tilted
+        expected = expected_resolution_cm(float(np.median(np.abs(tan_alpha[mask]))))
+        rms = float(np.sqrt(np.mean(residual[mask] ** 2)))
+        assert rms == pytest.approx(expected, rel=5 * math.sqrt(0.5 / mask.sum()) + 0.03), (tilted, rms, expected)
+        assert abs(residual[mask].mean()) < 5 * rms / math.sqrt(mask.sum())
+
+
+def test_simulation_is_reproducible_across_chunks(station_events):
+    geometry, truth = station_events
+    simulation = DetectorSimulation(geometry, seed=4)
+    whole = simulation.simulate(truth.select(truth["event_id"] < 2000))
+    first = simulation.simulate(truth.select(truth["event_id"] < 700))
+    second = simulation.simulate(truth.select((truth["event_id"] >= 700) & (truth["event_id"] < 2000)))
+    joined = StripHits.concatenate([first.hits, second.hits])
+    for name in StripHits.FLAT:
+        np.testing.assert_array_equal(getattr(whole.hits, name), getattr(joined, name))
+
+
+def test_known_misalignment_moves_hits(station_events):
+    geometry, truth = station_events
+    truth = truth.select(truth["event_id"] < 3000)
+    shift = 0.005  # 50 um along x of module 0 (an X view)
+    misaligned = geometry.with_misalignment(modules={(0, 0): Misalignment(dx_cm=shift)})
+    nominal = DetectorSimulation(geometry, seed=6).simulate(truth).crossings
+    moved = DetectorSimulation(misaligned, seed=6).simulate(truth).crossings
+    layers = geometry.layers()
+    sensor_layers = np.flatnonzero(layers.kind == 1)
+    module0 = np.isin(nominal["sensor_id"], np.flatnonzero(layers.module[sensor_layers] == 0))
+    upstream = module0 & (layers.sensor[sensor_layers[nominal["sensor_id"]]] == 0)
+    rows = sensor_layers[nominal["sensor_id"][upstream]]
+    measure_x, normal_x = layers.measure_dir[rows, 0], layers.normal[rows, 0]
+    # the track stays, the sensor moves by delta: the crossing slides along the track to the
+    # shifted (tilted) plane, so u changes by -delta.m + (delta.n) tan(alpha), tan(alpha) = d.m / d.n
+    expected = -shift * measure_x + shift * normal_x * nominal["tan_alpha"][upstream]
+    np.testing.assert_allclose(moved["u_cm"][upstream] - nominal["u_cm"][upstream], expected, rtol=0, atol=1e-10)
+    # in the module's second sensor the track arrives after scattering at a shifted point of the
+    # first: the same shift up to (kink angle) x (a few um)
+    second = module0 & ~upstream
+    rows = sensor_layers[nominal["sensor_id"][second]]
+    expected = -shift * layers.measure_dir[rows, 0] + shift * layers.normal[rows, 0] * nominal["tan_alpha"][second]
+    deviation = np.abs(moved["u_cm"][second] - nominal["u_cm"][second] - expected)
+    assert np.median(deviation) < 1e-7 and deviation.max() < 1e-4
+
+
+def test_length_scale_moves_downstream_hits(station_events):
+    geometry, truth = station_events
+    truth = truth.select(truth["event_id"] < 3000)
+    scaled = geometry.with_misalignment(stations={0: {"length_scale": 1.001}})
+    # the scaled station's target moves too: keep the vertices inside both targets
+    inside = truth["vertex_z_cm"] > 0.002
+    truth = truth.select(inside)
+    truth.columns["event_id"] = np.arange(len(truth))
+    nominal = DetectorSimulation(geometry, seed=6).simulate(truth).crossings
+    moved = DetectorSimulation(scaled, seed=6).simulate(truth).crossings
+    assert nominal["u_cm"].size == moved["u_cm"].size == 24 * len(truth)
+    layers = geometry.layers()
+    sensor_layers = np.flatnonzero(layers.kind == 1)
+    last = layers.module[sensor_layers[nominal["sensor_id"]]] == 5
+    # a module at z ~ 94 cm moves by ~0.094 cm: the hit moves by slope x dz (slopes of order mrad)
+    du = np.abs(moved["u_cm"][last] - nominal["u_cm"][last])
+    assert 1e-6 < np.median(du) < 0.094 * 0.05
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="ms_scale = -1.0"):
+        SimulationSettings(ms_scale=-1.0)
+    with pytest.raises(ValueError, match="ms_model = 'moliere'"):
+        SimulationSettings(ms_model="moliere")
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--material", "Kryptonite"], "material = 'Kryptonite' is unknown"),
+        (["--thickness-cm", "-1"], "thickness_cm = -1.0"),
+        (["--energy-gev", "0.05"], "energy_gev = 0.05"),
+        (["--events", "0"], "events = 0"),
+    ],
+)
+def test_scatter_cli_bad_input(capsys, argv, fragment):
+    base = {"--particle": "mu", "--energy-gev": "160", "--material": "Be", "--thickness-cm": "1.5", "--events": "1000"}
+    for key, value in zip(argv[::2], argv[1::2]):
+        base[key] = value
+    status = main(["scatter"] + [x for pair in base.items() for x in pair])
+    err = capsys.readouterr().err
+    assert status == 2 and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_scatter_cli_json(capsys):
+    import json
+
+    assert main(["scatter", "--particle", "e", "--energy-gev", "5", "--material", "Si", "--thickness-cm", "0.064",
+                 "--events", "50000", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("theta0_highland_rad", "theta0_sim_rad", "pos_angle_correlation", "mean_energy_loss_gev"):
+        assert key in result
