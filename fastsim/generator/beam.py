@@ -154,3 +154,16 @@ def rotate_to_beam(px, py, pz, dx, dy, dz):
     ccx, ccy, ccz = vy * cz, -vx * cz, vx * cy - vy * cx
     k = 1.0 / (1.0 + dz)
     return px + cx + k * ccx, py + cy + k * ccy, pz + cz + k * ccz
+
+
+@njit(cache=True, nogil=True)
+def store_beam_and_vertex(row, energy, x0, y0, theta_x, theta_y, z, target, params, beam_out, vertex_out, target_out):
+    """Write the beam muon (energy, angles) of `beam_kernel` and the vertex on its straight line
+    at z into `row`; `params` are the beam's packed parameters (for the reference plane)."""
+    beam_out[row, 0] = energy
+    beam_out[row, 1] = theta_x
+    beam_out[row, 2] = theta_y
+    vertex_out[row, 0] = x0 + math.tan(theta_x) * (z - params[_Z_REF])
+    vertex_out[row, 1] = y0 + math.tan(theta_y) * (z - params[_Z_REF])
+    vertex_out[row, 2] = z
+    target_out[row] = target

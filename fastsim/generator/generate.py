@@ -27,7 +27,7 @@ import fastsim
 from fastsim import rng
 from fastsim.config import check_choice, check_range, content_hash, from_mapping, load_toml, to_plain
 from fastsim.events import PROCESS_CODES, TruthEvents, TruthWriter
-from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam
+from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam, store_beam_and_vertex
 from fastsim.generator.elastic import (
     RunningTable,
     TSampling,
@@ -215,13 +215,8 @@ def _elastic_chunk(seed, event_ids, rows, weight_scale, beam_params, beam_profil
                 momenta[i, 4 * k + 2] = pz
         weight[i] = w
         t_out[i] = t
-        beam_out[i, 0] = energy
-        beam_out[i, 1] = theta_x
-        beam_out[i, 2] = theta_y
-        vertex_out[i, 0] = x0 + tx * (z - beam_params[8])
-        vertex_out[i, 1] = y0 + ty * (z - beam_params[8])
-        vertex_out[i, 2] = z
-        target_out[i] = target
+        store_beam_and_vertex(i, energy, x0, y0, theta_x, theta_y, z, target, beam_params, beam_out, vertex_out,
+                              target_out)
         angles[i, 0] = theta_e
         angles[i, 1] = phi_e
         angles[i, 2] = theta_mu

@@ -28,7 +28,7 @@ from numba import njit, prange
 
 from fastsim import rng
 from fastsim.config import check_range
-from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam
+from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam, store_beam_and_vertex
 from fastsim.generator.targets import target_arrays, vertex_kernel
 from fastsim.physics.pair_production import N_UNIFORMS, PairSampler, d2sigma_kernel, sample_pair
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV
@@ -132,13 +132,8 @@ def pair_chunk(seed, event_ids, rows, beam_params, beam_profile, weight_scale,
             momenta[i, 4 * slot + 2] = pz
             momenta[i, 4 * slot + 3] = e_out
         weight[i] = w
-        beam_out[i, 0] = energy
-        beam_out[i, 1] = theta_x
-        beam_out[i, 2] = theta_y
-        vertex_out[i, 0] = x0 + tx * (z - beam_params[8])
-        vertex_out[i, 1] = y0 + ty * (z - beam_params[8])
-        vertex_out[i, 2] = z
-        target_out[i] = k
+        store_beam_and_vertex(i, energy, x0, y0, theta_x, theta_y, z, k, beam_params, beam_out, vertex_out,
+                              target_out)
         angles[i, 0] = out_local[7]
         angles[i, 1] = out_local[8]
         angles[i, 2] = out_local[5]
