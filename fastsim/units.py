@@ -12,11 +12,11 @@ ALPHA0 = 1.0 / 137.035999084
 # (hbar c)^2 = 0.3893793721 GeV^2 mb = 389.3793721 GeV^2 ub (PDG): 1 GeV^-2 = 389.3793721 ub.
 GEV2_TO_UB = 389.3793721
 
-_MEV_TO_GEV = 1e-3
+MEV_TO_GEV = 1e-3
 
-ELECTRON_MASS_GEV = Particle.from_pdgid(11).mass * _MEV_TO_GEV
-MUON_MASS_GEV = Particle.from_pdgid(13).mass * _MEV_TO_GEV
-TAU_MASS_GEV = Particle.from_pdgid(15).mass * _MEV_TO_GEV
+ELECTRON_MASS_GEV = Particle.from_pdgid(11).mass * MEV_TO_GEV
+MUON_MASS_GEV = Particle.from_pdgid(13).mass * MEV_TO_GEV
+TAU_MASS_GEV = Particle.from_pdgid(15).mass * MEV_TO_GEV
 
 # Avogadro's number (exact, SI 2019), mol^-1.
 AVOGADRO = 6.02214076e23

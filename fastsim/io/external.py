@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from particle import Particle
+from particle import InvalidParticle, Particle, ParticleNotFound
 
-_MEV_TO_GEV = 1e-3
+from fastsim.units import MEV_TO_GEV
 
 _PER_EVENT = ("event_id", "weight_ub", "beam_pdg", "beam_px", "beam_py", "beam_pz", "beam_e")
 _PER_PARTICLE = ("pdg", "px", "py", "pz", "e")
@@ -47,11 +47,11 @@ def mass_gev(pdg: int) -> float:
     if pdg not in _mass_cache_gev:
         try:
             mass_mev = Particle.from_pdgid(pdg).mass
-        except Exception as exc:  # particle raises its own (non-ValueError) exception types
+        except (ParticleNotFound, InvalidParticle, ValueError) as exc:
             raise ValueError(f"unknown PDG id {pdg}: {exc}") from None
         if mass_mev is None:
             raise ValueError(f"PDG id {pdg} has no mass in the particle package")
-        _mass_cache_gev[pdg] = mass_mev * _MEV_TO_GEV
+        _mass_cache_gev[pdg] = mass_mev * MEV_TO_GEV
     return _mass_cache_gev[pdg]
 
 
