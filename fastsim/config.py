@@ -42,6 +42,15 @@ def check_number(key, value):
     return number
 
 
+def check_integer(key, value, low=0, high=2**63 - 1):
+    """Return int(value); ValueError naming `key` unless it is an integer (not a bool) in [low, high]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{key} = {value!r} must be an integer in [{low}, {high}]")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{key} = {value!r} is outside the allowed range [{low}, {high}]")
+    return int(value)
+
+
 def check_choice(key, value, choices):
     if value not in choices:
         raise ValueError(f"{key} = {value!r} is not allowed; choose one of {list(choices)}")

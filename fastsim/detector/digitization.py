@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from fastsim.config import check_range
+from fastsim.config import check_integer, check_range
 from fastsim.rng import STREAM_EFFICIENCY, STREAM_NOISE, uniform, uniform4, validate_seed
 
 DEFAULT_THRESHOLD_FRACTION = 0.25  # CBC threshold / charge of a perpendicular MIP (see module docstring)
@@ -461,12 +461,6 @@ def _fill_pass(seed, first_event, crossing_offsets, sensor, particle, pitch, n_s
                     h += 1
 
 
-def _check_event_count(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) < 2**63:
-        raise ValueError(f"{name} = {value!r} must be an integer in [0, 2**63)")
-    return int(value)
-
-
 def _check_sensor_scalars(pitch_cm, thickness_cm, threshold_fraction, sigma_diff_cm):
     check_range("pitch_cm", pitch_cm, 0.0, low_open=True)
     check_range("thickness_cm", thickness_cm, 0.0, low_open=True)
@@ -545,7 +539,7 @@ def digitize_hits(seed, first_event, n_events, event_index, sensor_id, u_cm, tan
         Naming the argument and the value, for any input outside its allowed range.
     """
     seed = np.uint64(validate_seed(seed))
-    first_event, n_events = _check_event_count("first_event", first_event), _check_event_count("n_events", n_events)
+    first_event, n_events = check_integer("first_event", first_event), check_integer("n_events", n_events)
     if first_event + n_events > 2**63:
         raise ValueError(f"first_event + n_events must be <= 2**63, got {first_event} + {n_events}")
     _check_sensor_scalars(1.0, 1.0, threshold_fraction, sigma_diff_cm)

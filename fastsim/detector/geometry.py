@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsim.config import check_choice, check_range, from_mapping, load_toml
+from fastsim.config import check_choice, check_integer, check_range, from_mapping, load_toml
 from fastsim.generator.targets import Target
 from fastsim.materials import material
 
@@ -62,14 +62,6 @@ DEFAULT_SENSOR_SPACING_CM = {"X": 0.18, "Y": 0.18, "U": 0.40, "V": 0.40, "stereo
 MAX_MISALIGNMENT_ROTATION_RAD = 0.1
 LENGTH_SCALE_RANGE = (0.9, 1.1)
 KIND_TARGET, KIND_SENSOR = 0, 1
-
-
-def _check_int(key, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{key} = {value!r} must be an integer")
-    if value < low:
-        raise ValueError(f"{key} = {value!r} is outside the allowed range [{low}, inf)")
-    return int(value)
 
 
 def _check_name(key, value):
@@ -172,7 +164,7 @@ class Module:
             object.__setattr__(self, "sensor_spacing_cm", DEFAULT_SENSOR_SPACING_CM[self.view])
         check_range("sensor_spacing_cm", self.sensor_spacing_cm, self.sensor_thickness_cm, 10.0)
         check_range("pitch_cm", self.pitch_cm, 0.0, 1.0, low_open=True)
-        _check_int("n_strips", self.n_strips, 1)
+        check_integer("n_strips", self.n_strips, 1)
         check_range("active_length_cm", self.active_length_cm, 0.0, 100.0, low_open=True)
         check_range("hit_efficiency", self.hit_efficiency, 0.0, 1.0)
         check_range("noise_hits_per_event", self.noise_hits_per_event, 0.0)
@@ -314,8 +306,8 @@ class Calorimeter:
     def __post_init__(self):
         check_range("z_cm", self.z_cm)
         material(self.material)
-        _check_int("n_x", self.n_x, 1)
-        _check_int("n_y", self.n_y, 1)
+        check_integer("n_x", self.n_x, 1)
+        check_integer("n_y", self.n_y, 1)
         check_range("crystal_size_cm", self.crystal_size_cm, 0.0, 100.0, low_open=True)
         check_range("crystal_length_cm", self.crystal_length_cm, 0.0, 1000.0, low_open=True)
 
@@ -592,7 +584,7 @@ def _stations_from_table(table, where) -> list[Station]:
         raise ValueError(f"{where} must be a table, got {table!r}")
     table = dict(table)
     copies = table.pop("copies", 1)
-    copies = _check_int(f"{where}.copies", copies, 1)
+    copies = check_integer(f"{where}.copies", copies, 1)
     step = table.pop("copy_step_cm", None)
     if copies > 1 and step is None:
         raise ValueError(f"missing required key {where}.copy_step_cm (copies = {copies})")

@@ -25,7 +25,7 @@ from numba import njit, prange
 
 import fastsim
 from fastsim import rng
-from fastsim.config import check_choice, check_range, content_hash, from_mapping, load_toml, to_plain
+from fastsim.config import check_choice, check_integer, check_range, content_hash, from_mapping, load_toml, to_plain
 from fastsim.events import PROCESS_CODES, TruthEvents, TruthWriter
 from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam, store_beam_and_vertex
 from fastsim.generator.elastic import (
@@ -436,9 +436,8 @@ def born_sampling(beam: BeamModel, cuts: ElasticCuts, radiation: RadiationModel)
 
 
 def check_event_count(n_events) -> int:
-    if isinstance(n_events, bool) or not isinstance(n_events, (int, np.integer)) or n_events <= 0:
-        raise ValueError(f"events = {n_events!r} is outside the allowed range: a positive integer")
-    return int(n_events)
+    """The number of events to generate: an integer >= 1."""
+    return check_integer("events", n_events, 1)
 
 
 def write_events(generator: Generator, n_events: int, path, chunk_size: int = DEFAULT_CHUNK_SIZE, progress=None) -> dict:
