@@ -26,7 +26,7 @@ from numba import njit, prange
 import fastsim
 from fastsim import rng
 from fastsim.config import check_choice, check_integer, check_range, content_hash, from_mapping, load_toml, to_plain
-from fastsim.events import PROCESS_CODES, TruthEvents, TruthWriter
+from fastsim.events import PARTICLE_COLUMNS, PROCESS_CODES, TruthEvents, TruthWriter
 from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam, store_beam_and_vertex
 from fastsim.generator.elastic import (
     RunningTable,
@@ -224,6 +224,27 @@ def _elastic_chunk(seed, event_ids, rows, weight_scale, beam_params, beam_profil
 
 
 @njit(parallel=True, cache=True)
+def _pack_particles(momenta, is_pair, muon_pdg, offsets, pdg, px, py, pz, energy):
+    """The outgoing particles of every event (slots muon, electron, photon or positron; empty
+    slots have zero energy) into the flat CSR arrays at `offsets`."""
+    for i in prange(momenta.shape[0]):
+        k = offsets[i]
+        for slot in range(N_OUT):
+            if momenta[i, slot, 3] > 0.0:
+                if slot == 0:
+                    pdg[k] = muon_pdg
+                elif slot == 1:
+                    pdg[k] = PDG_ELECTRON
+                else:
+                    pdg[k] = -PDG_ELECTRON if is_pair[i] else PDG_PHOTON
+                px[k] = momenta[i, slot, 0]
+                py[k] = momenta[i, slot, 1]
+                pz[k] = momenta[i, slot, 2]
+                energy[k] = momenta[i, slot, 3]
+                k += 1
+
+
+@njit(parallel=True, cache=True)
 def _accept(seed, first_event, weight, max_weight, accepted):
     """Unweighting: event i is kept with probability weight / max_weight (its own uniform)."""
     for i in prange(weight.size):
@@ -318,10 +339,11 @@ class Generator:
         n = weight.size
         is_pair = np.isnan(t)
         muon_pdg = -PDG_MUON if self.config.beam.charge > 0 else PDG_MUON
-        pdg = np.tile(np.array([muon_pdg, PDG_ELECTRON, PDG_PHOTON], dtype=np.int32), (n, 1))
-        pdg[is_pair, 2] = -PDG_ELECTRON
-        present = momenta[:, :, 3] > 0.0
-        counts = present.sum(axis=1)
+        offsets = np.empty(n + 1, dtype=np.int64)
+        offsets[0] = 0
+        np.cumsum((momenta[:, :, 3] > 0.0).sum(axis=1), out=offsets[1:])
+        particles = {name: np.empty(offsets[-1], dtype=dtype) for name, dtype in PARTICLE_COLUMNS.items()}
+        _pack_particles(momenta, is_pair, muon_pdg, offsets, *particles.values())
         columns = {
             "event_id": np.arange(first_event, first_event + n, dtype=np.int64),
             "process": np.where(is_pair, PROCESS_CODES["pair"], PROCESS_CODES["elastic"]).astype(np.int8),
@@ -332,11 +354,6 @@ class Generator:
             "mu_energy_gev": momenta[:, 0, 3], "mu_theta_rad": angles[:, 2], "mu_phi_rad": angles[:, 3],
             "photon_energy_gev": np.where(is_pair, 0.0, momenta[:, 2, 3]),
         }
-        particles = {
-            "pdg": pdg[present], "px_gev": momenta[:, :, 0][present], "py_gev": momenta[:, :, 1][present],
-            "pz_gev": momenta[:, :, 2][present], "e_gev": momenta[:, :, 3][present],
-        }
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._sum_w += float(weight.sum())
         self._sum_w2 += float(np.dot(weight, weight))
         self._trials += n
