@@ -16,7 +16,8 @@ each with its own random-number stream):
    the scattering width follows the energy; photons leave no hits;
 4. at each sensor the crossing is recorded in the sensor's local frame (u across the strips,
    v along them, incidence slope tan(alpha) = d.u / d.n), then digitized (clusters, efficiency,
-   noise, edges of the active area).
+   noise, edges of the active area), and the clusters of each module's two sensors are paired
+   into stubs (`fastsim.detector.stubs`).
 
 Multiple scattering: Highland's formula with the logarithm of the whole station's material
 (targets and sensors, x/X0 for a track along z), its variance shared among the layers in
@@ -40,6 +41,7 @@ from fastsim import rng
 from fastsim.config import check_choice, check_range
 from fastsim.detector.digitization import StripHits, digitize_hits
 from fastsim.detector.geometry import KIND_SENSOR, KIND_TARGET, Geometry
+from fastsim.detector.stubs import DEFAULT_WINDOW_STRIPS, ModuleMap, Stubs, build_stubs
 from fastsim.detector.interactions import (
     deflect,
     highland_theta0_rad,
@@ -58,15 +60,18 @@ _PARTICLES_PER_EVENT = 4  # incoming muon + up to three outgoing particles
 
 @dataclass(frozen=True)
 class SimulationSettings:
-    """Detector-simulation options: multiple-scattering scale and model, bremsstrahlung."""
+    """Detector-simulation options: multiple-scattering scale and model, bremsstrahlung, and the
+    half-width of the stub window (strips)."""
 
     ms_scale: float = 1.0
     ms_model: str = "gaussian"
     bremsstrahlung: bool = True
+    stub_window_strips: float = DEFAULT_WINDOW_STRIPS
 
     def __post_init__(self):
         check_range("ms_scale", self.ms_scale, 0.0, 10.0)
         check_choice("ms_model", self.ms_model, ("gaussian", "mixture"))
+        check_range("stub_window_strips", self.stub_window_strips, 0.0, 100.0)
 
 
 def geometry_targets(geometry: Geometry) -> tuple[Target, ...]:
@@ -247,10 +252,12 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
 
 @dataclass
 class SimulatedChunk:
-    """Truth events with their strip hits and true sensor crossings (for validation)."""
+    """Truth events with their strip hits, stubs, true sensor crossings (for validation) and
+    the vertex where the scattered incoming muon actually interacted."""
 
     truth: TruthEvents
     hits: StripHits
+    stubs: Stubs
     crossings: dict
     true_vertex_cm: np.ndarray
 
@@ -277,6 +284,7 @@ class DetectorSimulation:
             for s in range(n_stations)
         )
         self.capacity = _PARTICLES_PER_EVENT * per_two_stations
+        self.modules = ModuleMap.from_layers(layers)
         self._settings_array = np.array([settings.ms_scale, 1.0 if settings.ms_model == "mixture" else 0.0,
                                          1.0 if settings.bremsstrahlung else 0.0])
 
@@ -307,7 +315,8 @@ class DetectorSimulation:
             "tan_alpha": out_tan[keep], "particle_index": out_particle[keep],
         }
         hits = self._digitize(truth, crossings)
-        return SimulatedChunk(truth, hits, crossings, true_vertex)
+        stubs = build_stubs(hits, self.modules, self.settings.stub_window_strips)
+        return SimulatedChunk(truth, hits, stubs, crossings, true_vertex)
 
     def _digitize(self, truth, crossings) -> StripHits:
         L, sensors = self.layers, self.sensor_layers

@@ -8,6 +8,8 @@ import pytest
 from fastsim.detector.digitization import StripHits, expected_resolution_cm
 from fastsim.detector.geometry import Misalignment, load_geometry
 from fastsim.detector.slab import scatter_through_slab
+from fastsim.detector.stubs import DEFAULT_WINDOW_STRIPS as DEFAULT_WINDOW
+from fastsim.detector.stubs import build_stubs
 from fastsim.detector.transport import DetectorSimulation, SimulationSettings, geometry_targets
 from fastsim.events import TruthEvents
 from fastsim.generator.beam import BeamModel
@@ -176,3 +178,44 @@ def test_scatter_cli_json(capsys):
     result = json.loads(capsys.readouterr().out)
     for key in ("theta0_highland_rad", "theta0_sim_rad", "pos_angle_correlation", "mean_energy_loss_gev"):
         assert key in result
+
+
+def test_stubs_of_clean_events(station_events):
+    geometry, truth = station_events
+    simulation = DetectorSimulation(geometry, seed=1)
+    chunk = simulation.simulate(truth.select(truth["event_id"] < 5000))
+    stubs, hits = chunk.stubs, chunk.hits
+    modules = simulation.modules
+    # one stub per (module, particle) with a cluster in both sensors of the module
+    event_of_hit = np.repeat(np.arange(len(chunk.truth)), np.diff(hits.offsets))
+    module_of_hit = modules.module_of_sensor[hits.sensor_id]
+    side_of_hit = modules.side_of_sensor[hits.sensor_id]
+    key = (event_of_hit * 100 + module_of_hit) * 10 + hits.particle_index
+    both = np.intersect1d(key[side_of_hit == 0], key[side_of_hit == 1])
+    expected = np.bincount(both // 1000, minlength=len(chunk.truth))
+    np.testing.assert_array_equal(np.diff(stubs.offsets), expected)
+    assert np.mean(expected == 12) > 0.9
+    # the bend is the expected one for tracks near the beam direction (mrad slopes)
+    np.testing.assert_allclose(stubs.bend_strips, modules.offset_strips[stubs.module], atol=DEFAULT_WINDOW)
+    # tracks closer than the window in a module (small opening angles near the target) can give
+    # a stub whose partner cluster belongs to the other particle, as on the real chip
+    mixed = np.mean(hits.particle_index[stubs.hit0] != hits.particle_index[stubs.hit1])
+    assert mixed < 0.02
+    tilted = np.abs(modules.offset_strips) > 1
+    assert tilted.sum() == 4 and np.allclose(np.abs(modules.offset_strips[tilted]), 0.18 * np.tan(0.233) / 0.009)
+    # a window of zero keeps only pairs whose bend equals the expected one exactly
+    narrow = build_stubs(hits, modules, window_strips=0.0)
+    assert len(narrow) < len(stubs)
+
+
+def test_stubs_of_hand_made_hits():
+    from fastsim.detector.digitization import StripHits
+    from fastsim.detector.stubs import ModuleMap
+
+    modules = ModuleMap(np.array([0, 0]), np.array([0, 1]), np.array([0.0]), np.array([0.009]))
+    def hits_with(u1):
+        return StripHits(0, np.array([0, 2]), sensor_id=np.array([0, 1], dtype=np.int32), u_cm=np.array([0.0, u1]),
+                         cluster_size=np.ones(2, np.int32), first_strip=np.zeros(2, np.int32),
+                         is_noise=np.zeros(2, bool), particle_index=np.array([1, 1]))
+    assert len(build_stubs(hits_with(0.009), modules, window_strips=2)) == 1      # 1 strip apart
+    assert len(build_stubs(hits_with(5 * 0.009), modules, window_strips=2)) == 0  # 5 strips apart

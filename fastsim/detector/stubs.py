@@ -1,0 +1,135 @@
+"""Stubs: pairs of clusters in the two sensors of a 2S module that agree within a window.
+
+A stub is what a CMS 2S module's CBC chip reports (Abbas et al., "The CBC3 chip",
+JINST 12 (2017) C02035): a seed cluster in sensor 0 and a correlation cluster in sensor 1 whose
+bend (centre 1 - centre 0, in strips) lies within `window_strips` of the bend expected for a
+track along the beam, offset = spacing tan(alpha) / pitch with tan(alpha) = m_z / n_z of the
+module's sensor frame. `build_stubs` runs `make_stubs` for every module of every event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from fastsim.config import check_range
+from fastsim.detector.digitization import StripHits, make_stubs
+from fastsim.detector.geometry import KIND_SENSOR, Layers
+
+DEFAULT_WINDOW_STRIPS = 3.0
+
+
+@dataclass(frozen=True, eq=False)
+class Stubs:
+    """Stubs of a chunk in CSR form: stubs of event first_event + i are rows offsets[i] ..
+    offsets[i + 1] - 1; `module` is the global module index (z order), `hit0`/`hit1` index the
+    flat arrays of the StripHits, `u_cm` is the seed cluster's local coordinate, `bend_strips`
+    the measured bend."""
+
+    first_event: int
+    offsets: np.ndarray
+    module: np.ndarray
+    hit0: np.ndarray
+    hit1: np.ndarray
+    u_cm: np.ndarray
+    bend_strips: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+
+@dataclass(frozen=True)
+class ModuleMap:
+    """Sensor-to-module map of a geometry: per sensor id its module and side; per module the
+    expected bend of a track along the beam (strips) and the pitch (cm)."""
+
+    module_of_sensor: np.ndarray
+    side_of_sensor: np.ndarray
+    offset_strips: np.ndarray
+    pitch_cm: np.ndarray
+
+    @classmethod
+    def from_layers(cls, layers: Layers) -> "ModuleMap":
+        sensors = np.flatnonzero(layers.kind == KIND_SENSOR)
+        keys = layers.station[sensors] * 10_000 + layers.module[sensors]
+        _, module_of_sensor = np.unique(keys, return_inverse=True)
+        n_modules = int(module_of_sensor.max()) + 1 if sensors.size else 0
+        offset = np.zeros(n_modules)
+        pitch = np.zeros(n_modules)
+        for m in range(n_modules):
+            pair = sensors[module_of_sensor == m]
+            first, second = sorted(pair, key=lambda layer: layers.sensor[layer])
+            normal, measure = layers.normal[first], layers.measure_dir[first]
+            spacing = float(np.dot(layers.centre_cm[second] - layers.centre_cm[first], normal))
+            offset[m] = spacing * measure[2] / normal[2] / layers.pitch_cm[first]
+            pitch[m] = layers.pitch_cm[first]
+        return cls(module_of_sensor.astype(np.int64), layers.sensor[sensors].astype(np.int64), offset, pitch)
+
+
+@njit(cache=True)
+def _event_stubs(start, stop, sensor_id, u_cm, module_of_sensor, side_of_sensor, offset_strips, pitch_cm,
+                 window_strips, out_module, out_hit0, out_hit1, out_u, out_bend, write_at):
+    """Stubs of the hits start .. stop - 1 of one event; written from `write_at` if it is >= 0.
+    Returns the number of stubs."""
+    count = 0
+    for m in range(offset_strips.size):
+        seeds = []
+        partners = []
+        for h in range(start, stop):
+            if module_of_sensor[sensor_id[h]] == m:
+                if side_of_sensor[sensor_id[h]] == 0:
+                    seeds.append(h)
+                else:
+                    partners.append(h)
+        if not seeds or not partners:
+            continue
+        position0 = np.array([u_cm[h] / pitch_cm[m] for h in seeds])
+        position1 = np.array([u_cm[h] / pitch_cm[m] for h in partners])
+        index0, index1, _, bend = make_stubs(position0, position1, offset_strips[m], window_strips)
+        for k in range(index0.size):
+            if write_at >= 0:
+                row = write_at + count
+                out_module[row] = m
+                out_hit0[row] = seeds[index0[k]]
+                out_hit1[row] = partners[index1[k]]
+                out_u[row] = u_cm[seeds[index0[k]]]
+                out_bend[row] = bend[k]
+            count += 1
+    return count
+
+
+@njit(parallel=True, cache=True)
+def _count_stubs(offsets, sensor_id, u_cm, module_of_sensor, side_of_sensor, offset_strips, pitch_cm, window, counts):
+    empty_i = np.empty(0, np.int64)
+    empty_f = np.empty(0)
+    for i in prange(offsets.size - 1):
+        counts[i] = _event_stubs(offsets[i], offsets[i + 1], sensor_id, u_cm, module_of_sensor, side_of_sensor,
+                                 offset_strips, pitch_cm, window, empty_i, empty_i, empty_i, empty_f, empty_f, -1)
+
+
+@njit(parallel=True, cache=True)
+def _fill_stubs(offsets, sensor_id, u_cm, module_of_sensor, side_of_sensor, offset_strips, pitch_cm, window,
+                stub_offsets, out_module, out_hit0, out_hit1, out_u, out_bend):
+    for i in prange(offsets.size - 1):
+        _event_stubs(offsets[i], offsets[i + 1], sensor_id, u_cm, module_of_sensor, side_of_sensor, offset_strips,
+                     pitch_cm, window, out_module, out_hit0, out_hit1, out_u, out_bend, stub_offsets[i])
+
+
+def build_stubs(hits: StripHits, modules: ModuleMap, window_strips: float = DEFAULT_WINDOW_STRIPS) -> Stubs:
+    """The stubs of every module of every event of `hits` (see the module docstring)."""
+    window = check_range("window_strips", window_strips, 0.0, 100.0)
+    n_events = hits.offsets.size - 1
+    sensor_id = hits.sensor_id.astype(np.int64)
+    args = (hits.offsets, sensor_id, hits.u_cm, modules.module_of_sensor, modules.side_of_sensor,
+            modules.offset_strips, modules.pitch_cm, window)
+    counts = np.zeros(n_events, dtype=np.int64)
+    _count_stubs(*args, counts)
+    offsets = np.zeros(n_events + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+    module, hit0, hit1 = (np.empty(total, dtype=np.int64) for _ in range(3))
+    u, bend = np.empty(total), np.empty(total)
+    _fill_stubs(*args, offsets, module, hit0, hit1, u, bend)
+    return Stubs(hits.first_event, offsets, module, hit0, hit1, u, bend)
