@@ -4,7 +4,8 @@ A stub is what a CMS 2S module's CBC chip reports (Abbas et al., "The CBC3 chip"
 JINST 12 (2017) C02035): a seed cluster in sensor 0 and a correlation cluster in sensor 1 whose
 bend (centre 1 - centre 0, in strips) lies within `window_strips` of the bend expected for a
 track along the beam, offset = spacing tan(alpha) / pitch with tan(alpha) = m_z / n_z of the
-module's sensor frame. `build_stubs` runs `make_stubs` for every module of every event.
+module's sensor frame. `build_stubs` pairs the clusters of every module of every event as
+`fastsim.detector.digitization.make_stubs` does for one module.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastsim.config import check_range
-from fastsim.detector.digitization import StripHits, make_stubs
+from fastsim.detector.digitization import StripHits, make_stub
 from fastsim.detector.geometry import KIND_SENSOR, Layers
 
 DEFAULT_WINDOW_STRIPS = 3.0
@@ -68,35 +69,36 @@ class ModuleMap:
         return cls(module_of_sensor.astype(np.int64), layers.sensor[sensors].astype(np.int64), offset, pitch)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _event_stubs(start, stop, sensor_id, u_cm, module_of_sensor, side_of_sensor, offset_strips, pitch_cm,
                  window_strips, out_module, out_hit0, out_hit1, out_u, out_bend, write_at):
-    """Stubs of the hits start .. stop - 1 of one event; written from `write_at` if it is >= 0.
-    Returns the number of stubs."""
+    """Stubs of the hits start .. stop - 1 of one event, in the order of their seed clusters:
+    each seed (sensor 0) with the partner (sensor 1 of the same module) whose bend is closest
+    to the expected one, within the window (`make_stub`). Written from `write_at` if >= 0;
+    returns the number of stubs."""
     count = 0
-    for m in range(offset_strips.size):
-        seeds = []
-        partners = []
-        for h in range(start, stop):
-            if module_of_sensor[sensor_id[h]] == m:
-                if side_of_sensor[sensor_id[h]] == 0:
-                    seeds.append(h)
-                else:
-                    partners.append(h)
-        if not seeds or not partners:
+    for h0 in range(start, stop):
+        if side_of_sensor[sensor_id[h0]] != 0:
             continue
-        position0 = np.array([u_cm[h] / pitch_cm[m] for h in seeds])
-        position1 = np.array([u_cm[h] / pitch_cm[m] for h in partners])
-        index0, index1, _, bend = make_stubs(position0, position1, offset_strips[m], window_strips)
-        for k in range(index0.size):
-            if write_at >= 0:
-                row = write_at + count
-                out_module[row] = m
-                out_hit0[row] = seeds[index0[k]]
-                out_hit1[row] = partners[index1[k]]
-                out_u[row] = u_cm[seeds[index0[k]]]
-                out_bend[row] = bend[k]
-            count += 1
+        m = module_of_sensor[sensor_id[h0]]
+        position0 = u_cm[h0] / pitch_cm[m]
+        best, best_distance, best_bend = -1, np.inf, 0.0
+        for h1 in range(start, stop):
+            if side_of_sensor[sensor_id[h1]] != 1 or module_of_sensor[sensor_id[h1]] != m:
+                continue
+            ok, _, bend = make_stub(position0, u_cm[h1] / pitch_cm[m], offset_strips[m], window_strips)
+            if ok and abs(bend - offset_strips[m]) < best_distance:
+                best, best_distance, best_bend = h1, abs(bend - offset_strips[m]), bend
+        if best < 0:
+            continue
+        if write_at >= 0:
+            row = write_at + count
+            out_module[row] = m
+            out_hit0[row] = h0
+            out_hit1[row] = best
+            out_u[row] = u_cm[h0]
+            out_bend[row] = best_bend
+        count += 1
     return count
 
 

@@ -95,12 +95,12 @@ def _rotation_apply(a, b, x, y, z):
     return x + cx + k * ccx, y + cy + k * ccy, z + cz + k * ccz
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _scatter(seed, event, layer, particle, path_cm, x0_cm, atomic_number, mass_number, x_station, momentum, mass,
              ms_scale, mixture, direction, position):
     """Multiple scattering of one particle in one layer: deflects `direction` and shifts
     `position` in place (see the module docstring for the width)."""
-    if path_cm <= 0.0 or x_station <= 0.0:
+    if path_cm <= 0.0 or x_station <= 0.0 or ms_scale == 0.0:
         return
     energy = math.sqrt(momentum * momentum + mass * mass)
     beta = momentum / energy
@@ -120,7 +120,7 @@ def _scatter(seed, event, layer, particle, path_cm, x0_cm, atomic_number, mass_n
     direction[0], direction[1], direction[2] = deflect(direction[0], direction[1], direction[2], dtx, dty)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _step_to_z(position, direction, z):
     s = (z - position[2]) / direction[2]
     position[0] += s * direction[0]
@@ -128,26 +128,26 @@ def _step_to_z(position, direction, z):
     position[2] = z
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _cross_layer(seed, event, layer, particle, is_electron, energy, mass, position, direction, settings,
                  layer_z, thickness, x0, atomic_number, mass_number, kind, measure, strip, normal, centre, x_station,
                  record, out_u, out_v, out_tan, out_layer, out_particle, count):
     """Move one particle through `layer` (a whole target or a sensor); returns (energy, count)."""
     if kind[layer] == KIND_SENSOR:
-        n = normal[layer]
-        denom = direction[0] * n[0] + direction[1] * n[1] + direction[2] * n[2]
+        n0, n1, n2 = normal[layer, 0], normal[layer, 1], normal[layer, 2]
+        denom = direction[0] * n0 + direction[1] * n1 + direction[2] * n2
         if denom <= 0.0:
             return energy, count
-        s = ((centre[layer, 0] - position[0]) * n[0] + (centre[layer, 1] - position[1]) * n[1]
-             + (centre[layer, 2] - position[2]) * n[2]) / denom
+        s = ((centre[layer, 0] - position[0]) * n0 + (centre[layer, 1] - position[1]) * n1
+             + (centre[layer, 2] - position[2]) * n2) / denom
         for c in range(3):
             position[c] += s * direction[c]
         if record:
             rel0, rel1, rel2 = position[0] - centre[layer, 0], position[1] - centre[layer, 1], position[2] - centre[layer, 2]
-            m, st = measure[layer], strip[layer]
-            out_u[count] = rel0 * m[0] + rel1 * m[1] + rel2 * m[2]
-            out_v[count] = rel0 * st[0] + rel1 * st[1] + rel2 * st[2]
-            out_tan[count] = (direction[0] * m[0] + direction[1] * m[1] + direction[2] * m[2]) / denom
+            m0, m1, m2 = measure[layer, 0], measure[layer, 1], measure[layer, 2]
+            out_u[count] = rel0 * m0 + rel1 * m1 + rel2 * m2
+            out_v[count] = rel0 * strip[layer, 0] + rel1 * strip[layer, 1] + rel2 * strip[layer, 2]
+            out_tan[count] = (direction[0] * m0 + direction[1] * m1 + direction[2] * m2) / denom
             out_layer[count] = layer
             out_particle[count] = particle
             count += 1
@@ -159,7 +159,7 @@ def _cross_layer(seed, event, layer, particle, is_electron, energy, mass, positi
                      x0, atomic_number, mass_number, x_station), count
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _material(seed, event, layer, particle, is_electron, energy, mass, path, position, direction, settings,
               x0, atomic_number, mass_number, x_station):
     """Bremsstrahlung (electrons) and multiple scattering over `path` cm of `layer`; returns the
