@@ -51,6 +51,7 @@ from fastsim.detector.interactions import (
     scatter_mixture,
 )
 from fastsim.events import TruthEvents
+from fastsim.generator.beam import rotate_from_to
 from fastsim.generator.targets import Target
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV, PDG_ELECTRON, PDG_MUON
 
@@ -82,17 +83,6 @@ def geometry_targets(geometry: Geometry) -> tuple[Target, ...]:
             t = station.target
             targets.append(Target(t.material, t.thickness_cm, station.global_z_cm(t.z_cm + 0.5 * t.thickness_cm) - 0.5 * t.thickness_cm))
     return tuple(targets)
-
-
-@njit(cache=True, nogil=True)
-def _rotation_apply(a, b, x, y, z):
-    """Rotate (x, y, z) by the rotation taking unit vector a to unit vector b (Rodrigues)."""
-    vx, vy, vz = a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]
-    c = a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-    cx, cy, cz = vy * z - vz * y, vz * x - vx * z, vx * y - vy * x
-    ccx, ccy, ccz = vy * cz - vz * cy, vz * cx - vx * cz, vx * cy - vy * cx
-    k = 1.0 / (1.0 + c)
-    return x + cx + k * ccx, y + cy + k * ccy, z + cz + k * ccz
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -231,7 +221,8 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
             px, py, pz, e_out = momenta[k, 0], momenta[k, 1], momenta[k, 2], momenta[k, 3]
             norm = math.sqrt(px * px + py * py + pz * pz)
             d = np.empty(3)
-            d[0], d[1], d[2] = _rotation_apply(beam_direction[i], direction, px / norm, py / norm, pz / norm)
+            d[0], d[1], d[2] = rotate_from_to(beam_direction[i, 0], beam_direction[i, 1], beam_direction[i, 2],
+                                              direction[0], direction[1], direction[2], px / norm, py / norm, pz / norm)
             if d[2] <= 0.0:
                 continue
             r = np.empty(3)

@@ -145,15 +145,20 @@ def beam_kernel(seed, event, params, profile):
 
 
 @njit(cache=True, nogil=True)
+def rotate_from_to(ax, ay, az, bx, by, bz, x, y, z):
+    """Rotate (x, y, z) by the smallest rotation taking unit vector a to unit vector b:
+    Rodrigues' formula with v = a x b, c = a . b, R p = p + v x p + v x (v x p) / (1 + c),
+    free of 1 - cos for small angles."""
+    vx, vy, vz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+    k = 1.0 / (1.0 + ax * bx + ay * by + az * bz)
+    cx, cy, cz = vy * z - vz * y, vz * x - vx * z, vx * y - vy * x
+    return (x + cx + k * (vy * cz - vz * cy), y + cy + k * (vz * cx - vx * cz), z + cz + k * (vx * cy - vy * cx))
+
+
+@njit(cache=True, nogil=True)
 def rotate_to_beam(px, py, pz, dx, dy, dz):
-    """Rotate a vector from the frame where the beam is +z to the lab, where it is (dx, dy, dz):
-    Rodrigues' formula with v = z x d, stable for small angles."""
-    vx, vy = -dy, dx
-    # v x p and v x (v x p), v = (vx, vy, 0)
-    cx, cy, cz = vy * pz, -vx * pz, vx * py - vy * px
-    ccx, ccy, ccz = vy * cz, -vx * cz, vx * cy - vy * cx
-    k = 1.0 / (1.0 + dz)
-    return px + cx + k * ccx, py + cy + k * ccy, pz + cz + k * ccz
+    """Rotate a vector from the frame where the beam is +z to the lab, where it is (dx, dy, dz)."""
+    return rotate_from_to(0.0, 0.0, 1.0, dx, dy, dz, px, py, pz)
 
 
 @njit(cache=True, nogil=True)
