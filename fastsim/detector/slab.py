@@ -23,7 +23,7 @@ from scipy import optimize, special
 from fastsim import rng
 from fastsim.config import check_choice, check_range
 from fastsim.detector.interactions import highland_theta0_rad
-from fastsim.detector.transport import SimulationSettings, _material
+from fastsim.detector.transport import SimulationSettings, material_step
 from fastsim.generator.generate import check_event_count
 from fastsim.materials import material
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV
@@ -40,7 +40,7 @@ def _slab(seed, n, is_electron, mass, energy, thickness, x0, atomic_number, mass
         position = np.zeros(3)
         direction = np.zeros(3)
         direction[2] = 1.0
-        e_out = _material(seed, i, 0, 0, is_electron, energy, mass, thickness, position, direction, settings,
+        e_out = material_step(seed, i, 0, 0, is_electron, energy, mass, thickness, position, direction, settings,
                           x0_array, z_array, a_array, thickness / x0)
         out[i, 0] = math.atan2(direction[0], direction[2])
         out[i, 1] = math.atan2(direction[1], direction[2])
@@ -102,12 +102,10 @@ def scatter_through_slab(particle: str, energy_gev: float, material_name: str, t
     check_range("thickness_cm", thickness_cm, 0.0, 1e4, low_open=True)
     events = check_event_count(events)
     seed = rng.validate_seed(seed)
-    settings_array = np.array([settings.ms_scale, 1.0 if settings.ms_model == "mixture" else 0.0,
-                               1.0 if settings.bremsstrahlung else 0.0])
     out = np.empty((events, 5))
     x0 = medium.radiation_length_cm
     _slab(np.uint64(seed), events, particle == "e", mass, float(energy_gev), float(thickness_cm), x0, medium.z,
-          medium.a_g_mol, settings_array, out)
+          medium.a_g_mol, settings.kernel_array(), out)
     momentum = math.sqrt(energy_gev**2 - mass**2)
     angles = np.concatenate([out[:, 0], out[:, 1]])
     sigma, sigma_error = core_width_rad(angles)

@@ -74,6 +74,10 @@ class SimulationSettings:
         check_choice("ms_model", self.ms_model, ("gaussian", "mixture"))
         check_range("stub_window_strips", self.stub_window_strips, 0.0, 100.0)
 
+    def kernel_array(self) -> np.ndarray:
+        """[ms_scale, mixture (0/1), bremsstrahlung (0/1)] for the transport kernels."""
+        return np.array([self.ms_scale, 1.0 if self.ms_model == "mixture" else 0.0, 1.0 if self.bremsstrahlung else 0.0])
+
 
 def geometry_targets(geometry: Geometry) -> tuple[Target, ...]:
     """The geometry's targets with global z (front face), for the generator's vertices."""
@@ -145,13 +149,13 @@ def _cross_layer(seed, event, layer, particle, is_electron, energy, mass, positi
     else:
         _step_to_z(position, direction, layer_z[layer] + 0.5 * thickness[layer])
         path = thickness[layer] / direction[2]
-    return _material(seed, event, layer, particle, is_electron, energy, mass, path, position, direction, settings,
+    return material_step(seed, event, layer, particle, is_electron, energy, mass, path, position, direction, settings,
                      x0, atomic_number, mass_number, x_station), count
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _material(seed, event, layer, particle, is_electron, energy, mass, path, position, direction, settings,
-              x0, atomic_number, mass_number, x_station):
+def material_step(seed, event, layer, particle, is_electron, energy, mass, path, position, direction, settings,
+                  x0, atomic_number, mass_number, x_station):
     """Bremsstrahlung (electrons) and multiple scattering over `path` cm of `layer`; returns the
     exit energy. An electron scatters with the momentum p_eff = p_in sqrt(2 tau / (e^(2 tau) - 1)),
     tau = ln(E_in / E_out): the mean of 1/p^2 along the path for an exponential energy loss."""
@@ -206,7 +210,7 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
         front = layer_z[target] - 0.5 * thickness[target]
         _step_to_z(position, direction, front)
         depth = (z_v - front) / direction[2]
-        _material(seed, event, target, 0, False, energy, MUON_MASS_GEV, depth, position, direction, settings,
+        material_step(seed, event, target, 0, False, energy, MUON_MASS_GEV, depth, position, direction, settings,
                   x0, atomic_number, mass_number, station_x[s_v])
         _step_to_z(position, direction, z_v)
         true_vertex[i, 0], true_vertex[i, 1], true_vertex[i, 2] = position[0], position[1], z_v
@@ -228,7 +232,7 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
             r = np.empty(3)
             r[0], r[1], r[2] = position[0], position[1], z_v
             path = (back - z_v) / d[2]
-            e_k = _material(seed, event, target, particle, code == PDG_ELECTRON, e_out, mass, path, r, d, settings,
+            e_k = material_step(seed, event, target, particle, code == PDG_ELECTRON, e_out, mass, path, r, d, settings,
                             x0, atomic_number, mass_number, station_x[s_v])
             _step_to_z(r, d, back)
             for layer in range(target + 1, last + 1):
@@ -276,8 +280,7 @@ class DetectorSimulation:
         )
         self.capacity = _PARTICLES_PER_EVENT * per_two_stations
         self.modules = ModuleMap.from_layers(layers)
-        self._settings_array = np.array([settings.ms_scale, 1.0 if settings.ms_model == "mixture" else 0.0,
-                                         1.0 if settings.bremsstrahlung else 0.0])
+        self._settings_array = settings.kernel_array()
 
     def simulate(self, truth: TruthEvents) -> SimulatedChunk:
         n = len(truth)

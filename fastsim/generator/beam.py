@@ -82,6 +82,11 @@ class BeamModel:
     def is_monochromatic(self) -> bool:
         return self._profile is None and self.energy_spread_rel == 0.0
 
+    def energy_envelope_gev(self) -> tuple[float, float]:
+        """(lowest, highest) beam energy: the mean twice for a monochromatic beam, else
+        `energy_range_gev()`."""
+        return (self.mean_energy_gev,) * 2 if self.is_monochromatic else self.energy_range_gev()
+
     def kernel_arrays(self):
         """(params, profile) arrays for `beam_kernel`; profile has shape (0, 5) without a file."""
         params = np.array([

@@ -8,7 +8,7 @@ What to use when:
   TruthEvents of events [first_event, first_event + n), the same whatever the chunking, and
   `generator.run(n_events, chunk_size)` iterates over chunks (unweighted mode: over accepted
   events). `generator.summary()` gives the MC cross section with its error.
-- `write_events(config, n, seed, path)` writes a Parquet file atomically.
+- `write_events(generator, n_events, path)` writes a Parquet file atomically.
 
 Weights are in ub per target electron: with several targets or processes, sum(weight)/N times the
 electron areal density times the number of beam muons is the expected number of events.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from numba import njit, prange
@@ -105,7 +106,7 @@ class ElasticSettings:
         return ElasticCuts(self.ee_min_gev, self.ee_max_gev, self.theta_e_min_rad, self.theta_e_max_rad,
                            self.theta_mu_min_rad, self.theta_mu_max_rad)
 
-    @property
+    @cached_property  # a table model reads its file once
     def running_coupling(self) -> RunningCoupling:
         model = {
             "ll": lambda: LeptonLikeModel(self.K, self.M_gev2),
@@ -276,6 +277,8 @@ class Generator:
         self._overweight = 0
         self.max_weight = max_weight
         self.unweighted_event_weight = math.nan
+        self._metadata = {"config": to_plain(config), "config_hash": content_hash(config), "seed": self.seed,
+                          "version": fastsim.__version__, "unweighted": config.unweighted}
         if config.unweighted:
             prescanned = self._prescan_max_weight()
             self.max_weight = prescanned if max_weight is None else max_weight
@@ -424,8 +427,8 @@ class Generator:
         return xsec.sigma_ub(self.config.elastic.cuts)
 
     def metadata(self) -> dict:
-        return {"config": to_plain(self.config), "config_hash": content_hash(self.config), "seed": self.seed,
-                "version": fastsim.__version__, "unweighted": self.config.unweighted}
+        """Configuration, its hash, seed and version: saved with every output."""
+        return dict(self._metadata)
 
 
 #: Share of radiative events drawn from the log-uniform Born window below the E_e cut.
@@ -441,10 +444,9 @@ def born_sampling(beam: BeamModel, cuts: ElasticCuts, radiation: RadiationModel)
     RADIATION_TAIL_SHARE, ~1/|t| down to the Born electron energy below which no radiative
     event passes the cut (`min_born_energy_fraction`); all cuts apply to the final state.
     """
-    exact = beam.is_monochromatic
-    energy_range = (beam.mean_energy_gev,) * 2 if exact else beam.energy_range_gev()
+    energy_range = beam.energy_envelope_gev()
     if radiation.name == "none":
-        return TSampling.inverse_t2(sampling_intervals(energy_range, cuts, exact))
+        return TSampling.inverse_t2(sampling_intervals(energy_range, cuts, beam.is_monochromatic))
     born_cuts = ElasticCuts(ee_min_gev=cuts.ee_min_gev)
     intervals = sampling_intervals(energy_range, born_cuts, exact=False)
     fraction = min(min_born_energy_fraction(energy, cuts.ee_min_gev) for energy in energy_range)

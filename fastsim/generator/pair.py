@@ -53,17 +53,19 @@ class PairProcess:
     def __init__(self, settings: PairSettings, beam: BeamModel, targets):
         self.settings = settings
         self.energy_gev = beam.mean_energy_gev
-        low, high = (self.energy_gev,) * 2 if beam.is_monochromatic else beam.energy_range_gev()
+        low, high = beam.energy_envelope_gev()
         self.exact = beam.is_monochromatic
         window_min = settings.pair_energy_min_gev * self.energy_gev / high
         window_max = None if settings.pair_energy_max_gev is None else settings.pair_energy_max_gev * self.energy_gev / low
-        samplers = []
+        by_material = {}  # one table per material: the 40 Be targets of the full experiment share one
         for target in targets:
             medium = target.medium
-            try:
-                samplers.append(PairSampler(self.energy_gev, medium.z, medium.a_g_mol, window_min, window_max))
-            except ValueError as error:
-                raise ValueError(f"pair: {error}") from None
+            if target.material not in by_material:
+                try:
+                    by_material[target.material] = PairSampler(self.energy_gev, medium.z, medium.a_g_mol, window_min, window_max)
+                except ValueError as error:
+                    raise ValueError(f"pair: {error}") from None
+        samplers = [by_material[t.material] for t in targets]
         self.samplers = samplers
         atoms = np.array([t.atom_areal_density_per_cm2 for t in targets])
         electrons = np.array([t.electron_areal_density_per_cm2 for t in targets])

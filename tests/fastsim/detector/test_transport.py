@@ -11,7 +11,6 @@ from fastsim.detector.slab import scatter_through_slab
 from fastsim.detector.stubs import DEFAULT_WINDOW_STRIPS as DEFAULT_WINDOW
 from fastsim.detector.stubs import build_stubs
 from fastsim.detector.transport import DetectorSimulation, SimulationSettings, geometry_targets
-from fastsim.events import TruthEvents
 from fastsim.generator.beam import BeamModel
 from fastsim.generator.generate import Generator, GeneratorConfig
 from studies.cli import main

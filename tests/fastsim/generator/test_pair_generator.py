@@ -1,7 +1,6 @@
 """Pair production through the generator: rates, spectra, mixing with elastic events, labels."""
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
