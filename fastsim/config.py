@@ -147,3 +147,59 @@ def content_hash(value) -> str:
     """SHA-256 of the canonical JSON of a configuration (first 16 hex digits)."""
     text = json.dumps(to_plain(value), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _path_parts(path: str) -> list[str]:
+    if not isinstance(path, str) or not path or any(not part for part in path.split(".")):
+        raise ValueError(f"key = {path!r} must be a dotted path such as 'simulation.ms_scale'")
+    return path.split(".")
+
+
+def path_values(data, path: str) -> list:
+    """The values at a dotted `path` of a nested table ("*" matches every element of an array or
+    every key of a table, an integer indexes an array); ValueError naming the first missing part."""
+    nodes = [(data, "")]
+    for part in _path_parts(path):
+        following = []
+        for node, where in nodes:
+            here = f"{where}.{part}" if where else part
+            if part == "*" and isinstance(node, (list, dict)):
+                items = node.items() if isinstance(node, dict) else enumerate(node)
+                following.extend((value, f"{where}.{key}") for key, value in items)
+            elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+                following.append((node[int(part)], here))
+            elif isinstance(node, dict) and part in node:
+                following.append((node[part], here))
+            else:
+                raise ValueError(f"key = {path!r}: {here!r} does not exist in the configuration")
+        nodes = following
+    return [node for node, _ in nodes]
+
+
+def with_path_value(data, path: str, change, create: bool = False):
+    """A deep copy of nested table `data` where each value v at dotted `path` becomes change(v).
+
+    With create=True a missing last key is added (change(None)): for optional keys that a table
+    may leave at their default; the configuration class then says whether the key is allowed.
+    """
+    import copy
+
+    data = copy.deepcopy(data)
+    parts = _path_parts(path)
+    parents = path_values(data, ".".join(parts[:-1])) if len(parts) > 1 else [data]
+    last = parts[-1]
+    for parent in parents:
+        keys = (range(len(parent)) if isinstance(parent, list) else list(parent)) if last == "*" else [last]
+        for key in keys:
+            if isinstance(parent, list):
+                key = int(key)
+                if not -len(parent) <= key < len(parent):
+                    raise ValueError(f"key = {path!r}: index {key} is outside the array of {len(parent)}")
+                parent[key] = change(parent[key])
+            elif isinstance(parent, dict):
+                if key not in parent and not create:
+                    raise ValueError(f"key = {path!r}: {key!r} does not exist in the configuration")
+                parent[key] = change(parent.get(key))
+            else:
+                raise ValueError(f"key = {path!r}: the parent of {key!r} is {parent!r}, not a table")
+    return data

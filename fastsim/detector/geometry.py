@@ -618,8 +618,8 @@ def available_geometries() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in _preset_folder().iterdir() if p.name.endswith(".toml"))
 
 
-def load_geometry(name_or_path) -> Geometry:
-    """A preset geometry by name (see `available_geometries`) or a geometry TOML file by path."""
+def geometry_table(name_or_path) -> dict:
+    """The TOML table of a preset geometry (by name, see `available_geometries`) or of a file."""
     text = str(name_or_path)
     presets = available_geometries()
     if text in presets:
@@ -628,7 +628,17 @@ def load_geometry(name_or_path) -> Geometry:
             data = tomllib.loads(resource.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"geometry = {text!r}: the preset is not valid TOML: {error}") from None
-        return Geometry.from_dict(data, where=text, default_name=text)
+        data.setdefault("name", text)
+        return data
     if Path(text).is_file():
-        return Geometry.from_toml(text)
+        data = load_toml(text)
+        data.setdefault("name", Path(text).stem)
+        return data
     raise ValueError(f"geometry = {text!r} is neither a preset geometry nor a readable file; presets: {presets}")
+
+
+def load_geometry(name_or_path) -> Geometry:
+    """A preset geometry by name (see `available_geometries`) or a geometry TOML file by path."""
+    text = str(name_or_path)
+    where = text if text in available_geometries() else str(Path(text))
+    return Geometry.from_dict(geometry_table(text), where=where)

@@ -39,7 +39,7 @@ from numba import njit, prange
 
 from fastsim import rng
 from fastsim.config import check_choice, check_range
-from fastsim.detector.digitization import StripHits, digitize_hits
+from fastsim.detector.digitization import DEFAULT_SIGMA_DIFF_CM, DEFAULT_THRESHOLD_FRACTION, StripHits, digitize_hits
 from fastsim.detector.geometry import KIND_SENSOR, KIND_TARGET, Geometry
 from fastsim.detector.stubs import DEFAULT_WINDOW_STRIPS, ModuleMap, Stubs, build_stubs
 from fastsim.detector.interactions import (
@@ -61,18 +61,25 @@ _PARTICLES_PER_EVENT = 4  # incoming muon + up to three outgoing particles
 
 @dataclass(frozen=True)
 class SimulationSettings:
-    """Detector-simulation options: multiple-scattering scale and model, bremsstrahlung, and the
-    half-width of the stub window (strips)."""
+    """Detector-simulation options: multiple-scattering scale and model, bremsstrahlung, the
+    half-width of the stub window (strips), and the strip-charge model of the digitization
+    (`fastsim.detector.digitization`: binary threshold as a fraction of a perpendicular MIP's
+    charge, effective diffusion width), which sets the cluster sizes and so the intrinsic hit
+    resolution."""
 
     ms_scale: float = 1.0
     ms_model: str = "gaussian"
     bremsstrahlung: bool = True
     stub_window_strips: float = DEFAULT_WINDOW_STRIPS
+    threshold_fraction: float = DEFAULT_THRESHOLD_FRACTION
+    diffusion_sigma_cm: float = DEFAULT_SIGMA_DIFF_CM
 
     def __post_init__(self):
         check_range("ms_scale", self.ms_scale, 0.0, 10.0)
         check_choice("ms_model", self.ms_model, ("gaussian", "mixture"))
         check_range("stub_window_strips", self.stub_window_strips, 0.0, 100.0)
+        check_range("threshold_fraction", self.threshold_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("diffusion_sigma_cm", self.diffusion_sigma_cm, 0.0, 0.01, low_open=True)
 
     def kernel_array(self) -> np.ndarray:
         """[ms_scale, mixture (0/1), bremsstrahlung (0/1)] for the transport kernels."""
@@ -323,5 +330,6 @@ class DetectorSimulation:
             crossings["tan_alpha"], crossings["particle_index"], pitch_cm=L.pitch_cm[sensors],
             n_strips=L.n_strips[sensors], thickness_cm=L.thickness_cm[sensors], efficiency=L.efficiency[sensors],
             noise_mean=L.noise_hits_per_event[sensors], v_cm=crossings["v_cm"],
-            half_length_cm=0.5 * L.active_length_cm[sensors],
+            half_length_cm=0.5 * L.active_length_cm[sensors], threshold_fraction=self.settings.threshold_fraction,
+            sigma_diff_cm=self.settings.diffusion_sigma_cm,
         )

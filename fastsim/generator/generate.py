@@ -323,7 +323,8 @@ class Generator:
                            weight, t, beam, vertex, target, momenta, angles)
         if pair_rows.size:
             pair_chunk(self._kernel_seed, event_ids[pair_rows], pair_rows, self.beam_params, self.beam_profile,
-                       self.pair.sigma_per_electron_ub / self.pair_probability, *self.pair.kernel_arrays(),
+                       self.config.pair.rate_scale * self.pair.sigma_per_electron_ub / self.pair_probability,
+                       *self.pair.kernel_arrays(),
                        weight, beam, vertex, target, momenta, angles)
             t[pair_rows] = np.nan
         return weight, t, beam, vertex, target, momenta.reshape(n_events, N_OUT, 4), angles

@@ -36,12 +36,16 @@ from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV
 
 @dataclass(frozen=True)
 class PairSettings:
-    """Pair production: the window of the pair energy E+ + E- (GeV); None = kinematic limit."""
+    """Pair production: the window of the pair energy E+ + E- (GeV; None = kinematic limit) and
+    `rate_scale`, a factor on the pair events' weights (the background-normalization systematic:
+    the same events are drawn whatever its value, only their weights change)."""
 
     pair_energy_min_gev: float = 1.0
     pair_energy_max_gev: float | None = None
+    rate_scale: float = 1.0
 
     def __post_init__(self):
+        check_range("rate_scale", self.rate_scale, 0.0, 100.0)
         check_range("pair_energy_min_gev", self.pair_energy_min_gev, 4.0 * ELECTRON_MASS_GEV, 1e4, low_open=True)
         if self.pair_energy_max_gev is not None:
             check_range("pair_energy_max_gev", self.pair_energy_max_gev, self.pair_energy_min_gev, 1e4, low_open=True)
