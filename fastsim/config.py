@@ -179,27 +179,43 @@ def path_values(data, path: str) -> list:
 def with_path_value(data, path: str, change, create: bool = False):
     """A deep copy of nested table `data` where each value v at dotted `path` becomes change(v).
 
-    With create=True a missing last key is added (change(None)): for optional keys that a table
-    may leave at their default; the configuration class then says whether the key is allowed.
+    With create=True missing keys of tables along the path are added (tables on the way empty,
+    the last one as change(None)): for optional keys that a table may leave at their default;
+    the configuration class then says whether the key is allowed.
     """
     import copy
 
     data = copy.deepcopy(data)
     parts = _path_parts(path)
-    parents = path_values(data, ".".join(parts[:-1])) if len(parts) > 1 else [data]
-    last = parts[-1]
-    for parent in parents:
-        keys = (range(len(parent)) if isinstance(parent, list) else list(parent)) if last == "*" else [last]
-        for key in keys:
-            if isinstance(parent, list):
-                key = int(key)
-                if not -len(parent) <= key < len(parent):
-                    raise ValueError(f"key = {path!r}: index {key} is outside the array of {len(parent)}")
-                parent[key] = change(parent[key])
-            elif isinstance(parent, dict):
-                if key not in parent and not create:
-                    raise ValueError(f"key = {path!r}: {key!r} does not exist in the configuration")
-                parent[key] = change(parent.get(key))
+
+    def visit(node, index, where):
+        part = parts[index]
+        last = index == len(parts) - 1
+        if isinstance(node, list):
+            if part == "*":
+                keys = range(len(node))
+            elif part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+                keys = [int(part)]
             else:
-                raise ValueError(f"key = {path!r}: the parent of {key!r} is {parent!r}, not a table")
+                raise ValueError(f"key = {path!r}: {where}.{part} does not exist (an array of {len(node)})")
+        elif isinstance(node, dict):
+            if part == "*":
+                keys = list(node)
+            elif part in node:
+                keys = [part]
+            elif create:
+                node[part] = None if last else {}
+                keys = [part]
+            else:
+                raise ValueError(f"key = {path!r}: {(where + '.' if where else '') + part!r} does not exist in the configuration")
+        else:
+            raise ValueError(f"key = {path!r}: {where!r} is {node!r}, not a table")
+        for key in keys:
+            here = f"{where}.{key}" if where else str(key)
+            if last:
+                node[key] = change(node[key])
+            else:
+                visit(node[key], index + 1, here)
+
+    visit(data, 0, "")
     return data
