@@ -55,6 +55,8 @@ STREAM_DIGITIZATION = 8  # strip digitization (cluster charge, resolution)
 STREAM_EFFICIENCY = 9  # hit efficiency
 STREAM_NOISE = 10  # noise hits
 STREAM_PILEUP = 11  # pile-up muons
+STREAM_RESIDUAL_SMEARING = 20  # reco.selection: residual (data/MC) smearing of the reconstructed angles
+STREAM_PARAMETRIC = 21  # reco.parametric: smearing of the truth angles in the parametric mode
 _MULTIPLE_SCATTERING_BASE = 1000  # stream of layer l is 1000 + l
 
 _UINT64_LIMIT = 2**64
