@@ -128,7 +128,8 @@ class TruthEvents:
 
 
 class TruthWriter:
-    """Write TruthEvents chunk by chunk to one Parquet file, atomically.
+    """Write events chunk by chunk to one Parquet file, atomically: TruthEvents, or any chunk
+    with a `to_arrow()` table such as `reco.events.RecoEvents`.
 
     The file appears under its final name only when `close()` succeeds (it is written to a
     temporary name in the same directory, then renamed); on an error nothing is left behind.
@@ -151,7 +152,7 @@ class TruthWriter:
         self._metadata = metadata
         self._writer = None
 
-    def write(self, events: TruthEvents):
+    def write(self, events):
         table = self.to_table(events)
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._temporary, table.schema)

@@ -18,8 +18,13 @@ TOML layout (every section optional; a study preset adds its own sections on top
     [generator]                  # fastsim.generator.generate.GeneratorConfig without [[targets]]:
                                  # the vertices are put in the geometry's targets
     [simulation]                 # fastsim.detector.transport.SimulationSettings
-    [reconstruction]             # reco.reconstruct.ReconstructionSettings
+    [reconstruction.tracking]    # reco.tracking.TrackingSettings
+    [reconstruction.vertex]      # reco.vertex.VertexSettings
+    [pid]                        # reco.pid.PidSettings
     [selection]                  # reco.selection.Selection
+
+The beam energy that reconstruction and identification assume is the generator's configured
+mean (`generator.beam.energy_gev`), not the true one: a beam-energy shift is a systematic.
 
 The configuration keeps its plain table (`config.data`, the geometry expanded from its preset so
 that every key of it can be changed by a dotted path), which is what is hashed and saved with
@@ -38,7 +43,7 @@ from fastsim.detector.transport import SimulationSettings, geometry_targets
 from fastsim.config import from_mapping
 from fastsim.generator.generate import GeneratorConfig
 
-SECTIONS = ("geometry", "mode", "calibration", "generator", "simulation", "reconstruction", "selection")
+SECTIONS = ("geometry", "mode", "calibration", "generator", "simulation", "reconstruction", "pid", "selection")
 MODES = ("full", "parametric")
 
 
@@ -51,6 +56,7 @@ class ChainConfig:
     generator: GeneratorConfig
     simulation: SimulationSettings
     reconstruction: object
+    pid: object
     selection: object
     mode: str = "full"
     calibration: str | None = None
@@ -58,8 +64,11 @@ class ChainConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None = None, where: str = "config") -> "ChainConfig":
+        from reco.pid import PidSettings
         from reco.reconstruct import ReconstructionSettings
         from reco.selection import Selection
+        from reco.tracking import TrackingSettings
+        from reco.vertex import VertexSettings
 
         data = copy.deepcopy(data or {})
         if not isinstance(data, dict):
@@ -86,9 +95,18 @@ class ChainConfig:
         generator = GeneratorConfig.from_dict(generator_table, where=f"{where}.generator")
         generator = replace(generator, targets=geometry_targets(geometry))
         simulation = from_mapping(SimulationSettings, data.get("simulation", {}), f"{where}.simulation")
-        reconstruction = from_mapping(ReconstructionSettings, data.get("reconstruction", {}), f"{where}.reconstruction")
+        beam_energy = {"beam_energy_gev": generator.beam.energy_gev}
+        reco_table = data.get("reconstruction", {})
+        if not isinstance(reco_table, dict) or set(reco_table) - {"tracking", "vertex"}:
+            raise ValueError(f"{where}.reconstruction must be a table with [tracking] and [vertex] tables; "
+                             f"got keys {sorted(reco_table) if isinstance(reco_table, dict) else reco_table!r}")
+        tracking = from_mapping(TrackingSettings, {**beam_energy, **reco_table.get("tracking", {})},
+                                f"{where}.reconstruction.tracking")
+        vertex = from_mapping(VertexSettings, reco_table.get("vertex", {}), f"{where}.reconstruction.vertex")
+        reconstruction = ReconstructionSettings(tracking, vertex)
+        pid = from_mapping(PidSettings, {**beam_energy, **data.get("pid", {})}, f"{where}.pid")
         selection = Selection.from_dict(data.get("selection", {}), where=f"{where}.selection")
-        return cls(data, geometry, generator, simulation, reconstruction, selection, mode, calibration,
+        return cls(data, geometry, generator, simulation, reconstruction, pid, selection, mode, calibration,
                    content_hash(data))
 
     @classmethod
@@ -109,3 +127,146 @@ class ChainConfig:
     def nominal_beam_energy_gev(self) -> float:
         """The beam energy reconstruction assumes: the configured mean, without the shift."""
         return self.generator.beam.energy_gev
+
+
+class Chain:
+    """Generation, simulation, reconstruction, identification and selection of `config` for
+    one `seed` (see the module doc). Event k is the same whatever the chunking."""
+
+    def __init__(self, config: ChainConfig, seed: int):
+        from fastsim import rng
+        from fastsim.detector.transport import DetectorSimulation
+        from fastsim.generator.generate import Generator
+        from reco.tracking import TrackingModel
+
+        if not isinstance(config, ChainConfig):
+            raise ValueError(f"config = {config!r} must be a ChainConfig")
+        self.config = config
+        self.seed = rng.validate_seed(seed)
+        self.generator = Generator(config.generator, self.seed)
+        self.nominal_geometry = config.geometry.nominal()
+        self.cutflow = config.selection.new_cutflow()
+        self.response = None
+        if config.mode == "full":
+            self.simulation = DetectorSimulation(config.geometry, config.simulation, self.seed)
+            self.tracking_model = TrackingModel.from_geometry(self.nominal_geometry, config.reconstruction.tracking)
+        else:
+            from reco.parametric import ParametricResponse
+
+            self.response = ParametricResponse.load(config.calibration, self.nominal_geometry)
+        self.events_seen = 0
+        self._metadata = {"chain": config.data, "config_hash": config.hash, "seed": self.seed}
+
+    def reconstructed(self, first_event: int, n_events: int):
+        """RecoEvents of events first_event .. first_event + n_events - 1 before the selection,
+        and the simulated chunk (None in parametric mode)."""
+        from reco.parametric import apply as parametric_apply
+        from reco.pid import identify
+        from reco.reconstruct import reconstruct
+
+        truth = self.generator.chunk(first_event, n_events)
+        if self.config.mode == "parametric":
+            events = parametric_apply(truth, self.response, self.seed)
+            events.metadata.update(self._metadata)
+            return events, None
+        simulated = self.simulation.simulate(truth)
+        events = reconstruct(simulated, self.tracking_model, self.config.reconstruction)
+        events.metadata.update(self._metadata)
+        return identify(events, self.config.pid), simulated
+
+    def chunk(self, first_event: int, n_events: int):
+        """Selected-flagged RecoEvents of events first_event .. first_event + n_events - 1; the
+        cut flow of these events is added to `self.cutflow`."""
+        events, _ = self.reconstructed(first_event, n_events)
+        events = self.config.selection.apply(events, self.nominal_geometry, self.cutflow, self.seed, self.config.pid)
+        self.events_seen += len(events)
+        return events
+
+    def run(self, n_events: int, chunk_size: int = 100_000, first_event: int = 0):
+        """Yield the RecoEvents of n_events events from first_event, chunk by chunk."""
+        from fastsim.config import check_integer
+
+        n_events = check_integer("events", n_events, 1)
+        chunk_size = check_integer("chunk_size", chunk_size, 1)
+        for first in range(first_event, first_event + n_events, chunk_size):
+            yield self.chunk(first, min(chunk_size, first_event + n_events - first))
+
+    def metadata(self) -> dict:
+        """Chain table, its hash and the seed (saved with every output)."""
+        return dict(self._metadata)
+
+
+def write_chain(chain: Chain, n_events: int, output_dir, chunk_size: int = 100_000, progress=None) -> dict:
+    """Run `chain` on events 0 .. n_events - 1 and write `output_dir`/events.parquet (every
+    event, `selected` flagged; metadata: the chain table, its hash, the seed, n_generated and the
+    generator configuration, so that `systematics.templates.TemplateSample.from_parquet` can
+    reweight it) and `output_dir`/cutflow.json. Returns the summary (cut flow, selected cross
+    section in ub with its MC error)."""
+    import json
+    import math
+    import os
+    from pathlib import Path
+
+    import numpy as np
+
+    import fastsim
+    from fastsim.config import check_integer, to_plain
+    from fastsim.events import TruthWriter
+
+    n_events = check_integer("events", n_events, 1)
+    output = Path(output_dir)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"output = {str(output)!r} exists and is not a directory")
+    output.mkdir(parents=True, exist_ok=True)
+    metadata = {**chain.metadata(), "n_generated": n_events, "version": fastsim.__version__,
+                "config": {"generator": to_plain(chain.config.generator)}, "mode": chain.config.mode}
+    sum_w = sum_w2 = 0.0
+    n_selected = 0
+    with TruthWriter(output / "events.parquet", metadata) as writer:
+        for events in chain.run(n_events, chunk_size):
+            writer.write(events)
+            w = events["weight"][events["selected"]]
+            sum_w += float(w.sum())
+            sum_w2 += float((w * w).sum())
+            n_selected += int(events["selected"].sum())
+            if progress is not None:
+                progress(len(events))
+    cutflow = chain.cutflow.table()
+    sigma = sum_w / n_events
+    # error of the mean of the per-event selected weight (zero for rejected events)
+    sigma_error = math.sqrt(max(sum_w2 / n_events - sigma * sigma, 0.0) / n_events)
+    summary = {"events": n_events, "selected": n_selected, "sigma_selected_ub": sigma,
+               "sigma_selected_err_ub": sigma_error, "cutflow": cutflow, "seed": chain.seed,
+               "config_hash": chain.config.hash, "mode": chain.config.mode,
+               "output": str(output / "events.parquet")}
+    temporary = output / ".cutflow.json.part"
+    temporary.write_text(json.dumps({"cutflow": cutflow, "events": n_events, "seed": chain.seed,
+                                     "config_hash": chain.config.hash}, indent=2, default=float))
+    os.replace(temporary, output / "cutflow.json")
+    return summary
+
+
+def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk_size: int = 100_000,
+                    progress=None) -> dict:
+    """Measure the parametric response (`reco.parametric.calibrate`) from n_events events of the
+    full chain of `config` (elastic events only) and save it to `output` (.npz). The
+    reconstructed events are held in memory (about 0.4 kB an event)."""
+    from fastsim.config import check_integer
+    from reco.events import RecoEvents
+    from reco.parametric import calibrate
+
+    n_events = check_integer("events", n_events, 1)
+    if config.mode != "full":
+        raise ValueError("calibrate: the response is measured from the full reconstruction (mode = 'full')")
+    chain = Chain(config, seed)
+    parts = []
+    for first in range(0, n_events, chunk_size):
+        events, _ = chain.reconstructed(first, min(chunk_size, n_events - first))
+        parts.append(events.select(events["process"] == 0))
+        if progress is not None:
+            progress(len(events))
+    events = RecoEvents.concatenate(parts)
+    response = calibrate(events, chain.nominal_geometry, config.selection, config.pid)
+    path = response.save(output)
+    return {"events": n_events, "elastic_events": len(events), "bins": len(response.table()),
+            "output": str(path), "config_hash": config.hash, "seed": chain.seed}

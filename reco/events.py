@@ -123,6 +123,13 @@ class RecoEvents:
             raise ValueError("RecoEvents.concatenate: nothing to concatenate")
         return RecoEvents({k: np.concatenate([p.columns[k] for p in parts]) for k in COLUMNS}, dict(parts[0].metadata))
 
+    def to_arrow(self):
+        """The columns as a pyarrow Table (for `fastsim.events.TruthWriter`, which writes any
+        events with a `to_arrow`)."""
+        import pyarrow as pa
+
+        return pa.table(self.columns)
+
     def to_frame(self):
         """The columns as a pandas DataFrame."""
         import pandas as pd

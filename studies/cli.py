@@ -298,6 +298,292 @@ def _run_scatter(args):
     print_result(args, result, lines)
 
 
+# --- simulate / calibrate ---------------------------------------------------------------------
+
+
+def add_chain_options(parser, required=True):
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="FILE.toml", help="chain configuration (see reco.chain), or a study file with [chain]")
+    source.add_argument("--preset", metavar="NAME", help="a study preset (studies/presets) or a geometry preset name")
+    parser.add_argument("--events", type=int, required=required, help="number of generated events")
+    parser.add_argument("--seed", type=int, required=required, help="random seed, a non-negative integer")
+    parser.add_argument("--chunk-size", type=int, default=100_000, help="events per chunk (memory), default 1e5")
+
+
+def chain_config_from_args(args, mode=None, calibration=None):
+    from reco.chain import ChainConfig
+    from studies.configs import chain_table
+
+    table = chain_table(args.config, args.preset)
+    if mode is not None:
+        table["mode"] = mode
+    if calibration is not None:
+        table["calibration"] = calibration
+    return ChainConfig.from_dict(table, where=args.config or (f"preset {args.preset}" if args.preset else "config"))
+
+
+@command("simulate", "generate, simulate, reconstruct and select events into a Parquet file and a cut flow")
+def _configure_simulate(parser):
+    add_chain_options(parser)
+    parser.add_argument("--mode", choices=["full", "parametric"], help="full reconstruction or the parametric mode")
+    parser.add_argument("--calibration", metavar="FILE.npz", help="parametric response from `muone calibrate`")
+    parser.add_argument("--output", required=True, metavar="DIR", help="output directory (events.parquet, cutflow.json)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    return _run_simulate
+
+
+def _run_simulate(args):
+    from tqdm import tqdm
+
+    from reco.chain import Chain, write_chain
+
+    config = chain_config_from_args(args, args.mode, args.calibration)
+    chain = Chain(config, args.seed)
+    with tqdm(total=args.events, unit="ev", desc="simulate", file=sys.stderr, disable=None) as bar:
+        summary = write_chain(chain, args.events, args.output, args.chunk_size, progress=bar.update)
+    lines = [f"{summary['events']} events ({summary['mode']} mode) -> {summary['output']}",
+             f"{'cut':<16s} {'weighted':>14s} {'events':>9s} {'efficiency':>10s}"]
+    lines += [f"{row['cut']:<16s} {row['weighted_count']:14.6g} {row['count']:9d} {row['efficiency']:10.4f}"
+              for row in summary["cutflow"]]
+    lines.append(f"selected cross section: {summary['sigma_selected_ub']:.5g} +- {summary['sigma_selected_err_ub']:.2g} ub")
+    print_result(args, summary, lines)
+
+
+@command("calibrate", "measure the parametric-mode response from the full reconstruction")
+def _configure_calibrate(parser):
+    add_chain_options(parser)
+    parser.add_argument("--output", required=True, metavar="FILE.npz", help="response file for --mode parametric")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    return _run_calibrate
+
+
+def _run_calibrate(args):
+    from tqdm import tqdm
+
+    from reco.chain import calibrate_chain
+
+    config = chain_config_from_args(args, mode="full")
+    with tqdm(total=args.events, unit="ev", desc="calibrate", file=sys.stderr, disable=None) as bar:
+        summary = calibrate_chain(config, args.events, args.seed, args.output, args.chunk_size, progress=bar.update)
+    print_result(args, summary, [f"response of {summary['events']} events ({summary['bins']} theta_e bins) -> {summary['output']}"])
+
+
+# --- histogram / fit / toys -------------------------------------------------------------------
+
+
+def add_binning_options(parser):
+    parser.add_argument("--theta-e-bins", type=float, nargs=3, metavar=("N", "LOW", "HIGH"),
+                        help="theta_e binning (rad); default 64 bins in [0, 0.032]")
+    parser.add_argument("--theta-mu-bins", type=float, nargs=3, metavar=("N", "LOW", "HIGH"),
+                        help="theta_mu binning (rad); default 48 bins in [0.0002, 0.005]")
+    parser.add_argument("--one-d", action="store_true", help="fit theta_e only (1D templates)")
+
+
+def binning_from_args(args):
+    from systematics.bias import binning_from_dict
+
+    spec = {"theta_e_rad": args.theta_e_bins or [64, 0.0, 0.032]}
+    if not args.one_d:
+        spec["theta_mu_rad"] = args.theta_mu_bins or [48, 0.0002, 0.005]
+    return binning_from_dict({name: [int(v[0]), v[1], v[2]] if v[0] == int(v[0]) else v for name, v in spec.items()})
+
+
+def template_sample_path(path):
+    """A sample given as a `muone simulate` directory or a Parquet file."""
+    from pathlib import Path
+
+    path = Path(path)
+    return path / "events.parquet" if path.is_dir() else path
+
+
+@command("histogram", "expected (Asimov) or Poisson pseudo-data histogram of a simulated sample")
+def _configure_histogram(parser):
+    parser.add_argument("sample", metavar="SAMPLE", help="a `muone simulate` directory or its events.parquet")
+    parser.add_argument("--luminosity-inv-nb", type=float, required=True, help="integrated luminosity (nb^-1)")
+    parser.add_argument("--seed", type=int, help="draw Poisson counts with this seed (default: the expectation)")
+    add_binning_options(parser)
+    parser.add_argument("--output", required=True, metavar="HIST.json", help="histogram file for `muone fit --data`")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    return _run_histogram
+
+
+def _run_histogram(args):
+    import numpy as np
+
+    from fastsim.rng import derive_seed, validate_seed
+    from systematics.histogram import Histogram
+    from systematics.templates import TemplateSample
+
+    sample = TemplateSample.from_parquet(template_sample_path(args.sample))
+    histogram = sample.reweighted_histogram(binning_from_args(args), None, args.luminosity_inv_nb)
+    if args.seed is not None:
+        generator = np.random.default_rng(derive_seed(validate_seed(args.seed), 0))
+        counts = generator.poisson(histogram.values).astype(np.float64)
+        histogram = Histogram(histogram.binning, counts, counts, luminosity_inv_nb=args.luminosity_inv_nb,
+                              metadata={"seed": args.seed, "sample": str(args.sample)})
+    histogram.save(args.output)
+    payload = {"output": args.output, "total": histogram.total, "bins": int(histogram.values.size),
+               "luminosity_inv_nb": args.luminosity_inv_nb, "poisson": args.seed is not None}
+    print_result(args, payload, [f"{histogram.total:.6g} events in {histogram.values.size} bins -> {args.output}"])
+
+
+@command("fit", "fit the hadronic running (K, M) to a histogram with templates, and extract a_mu^HLO")
+def _configure_fit(parser):
+    parser.add_argument("--data", required=True, metavar="HIST.json", help="data histogram (`muone histogram`)")
+    parser.add_argument("--templates", required=True, metavar="SAMPLE",
+                        help="template sample: a `muone simulate` directory or Parquet file with true t")
+    parser.add_argument("--method", choices=["minuit", "grid", "mcmc"], default="minuit", help="fit method (default minuit)")
+    parser.add_argument("--normalization", choices=["free", "constrained", "fixed"], default="free",
+                        help="normalization: free (default), constrained by --luminosity-error-rel, or fixed")
+    parser.add_argument("--luminosity-error-rel", type=float, help="relative luminosity error (constrained normalization)")
+    parser.add_argument("--luminosity-inv-nb", type=float, help="luminosity of the data (default: the histogram's)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the MCMC walkers (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the fit result as JSON")
+    return _run_fit
+
+
+def _run_fit(args):
+    from systematics.fit import fit_histogram
+    from systematics.histogram import Histogram
+    from systematics.templates import Template, TemplateSample
+
+    data = Histogram.load(args.data)
+    sample = TemplateSample.from_parquet(template_sample_path(args.templates))
+    template = Template(sample, data.binning)
+    options = {"seed": args.seed} if args.method == "mcmc" else {}
+    result = fit_histogram(data, template, args.method, args.luminosity_inv_nb, args.normalization,
+                           args.luminosity_error_rel, strict=False, **options)
+    payload = result.to_dict()
+    if not result.valid:
+        print_result(args, payload, [f"fit failed: {result.status}"])
+        raise ValueError(f"the {args.method} fit did not converge: {result.status}")
+    amu = result.amu
+    lines = [f"{name:>8s} = {value:.6g} +- {error:.2g}" for name, value, error in
+             zip(result.names, result.values, result.errors)]
+    lines.append(f"a_mu^HLO = ({amu.value * 1e10:.2f} +- {amu.error * 1e10:.2f}) 1e-10, "
+                 f"{amu.fraction_in_range * 100:.1f} % inside the measured range")
+    print_result(args, payload, lines)
+
+
+@command("toys", "pseudo-experiments: Asimov closure, pulls and coverage of K, M and a_mu^HLO")
+def _configure_toys(parser):
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="FILE.toml", help="chain configuration (see reco.chain)")
+    source.add_argument("--preset", metavar="NAME", help="a study preset or a geometry preset name")
+    parser.add_argument("--templates", metavar="SAMPLE", help="use this simulated sample instead of simulating one")
+    parser.add_argument("--events", type=int, default=200_000, help="events simulated for the templates (default 2e5)")
+    parser.add_argument("--luminosity-inv-nb", type=float, required=True, help="luminosity of each toy (nb^-1)")
+    parser.add_argument("--toys", type=int, required=True, help="number of pseudo-experiments")
+    parser.add_argument("--seed", type=int, required=True, help="random seed")
+    parser.add_argument("--normalization", choices=["free", "constrained", "fixed"], default="free")
+    parser.add_argument("--luminosity-error-rel", type=float, help="relative luminosity error (constrained normalization)")
+    parser.add_argument("--workers", type=int, default=1, help="processes for the toy fits (default 1)")
+    add_binning_options(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    return _run_toys
+
+
+def _run_toys(args):
+    from systematics.templates import Template, TemplateSample
+    from systematics.toys import run_toys
+
+    if args.templates is not None:
+        if args.config or args.preset:
+            raise UsageError("--templates replaces --config/--preset: give one of them")
+        sample = TemplateSample.from_parquet(template_sample_path(args.templates))
+    else:
+        from reco.chain import Chain
+
+        args.chunk_size = 100_000
+        config = chain_config_from_args(args)
+        sample = simulated_template_sample(Chain(config, args.seed), args.events)
+    template = Template(sample, binning_from_args(args))
+    result = run_toys(template, args.luminosity_inv_nb, args.toys, args.seed, normalization=args.normalization,
+                      luminosity_error_rel=args.luminosity_error_rel, workers=args.workers)
+    payload = result.to_dict()
+    lines = [f"{key:>22s} = {payload[key]:.6g}" for key in
+             ("amu_true", "asimov_amu", "amu_mean", "amu_std", "amu_stat_error_mean", "pull_mean", "pull_std", "coverage_68")]
+    print_result(args, payload, lines)
+
+
+def simulated_template_sample(chain, n_events, chunk_size=100_000):
+    """The selected events of n_events events of `chain` as a TemplateSample."""
+    import numpy as np
+
+    from systematics.templates import TemplateSample
+
+    keep = {name: [] for name in ("theta_e_rad", "theta_mu_rad", "weight", "true_t_gev2")}
+    for events in chain.run(n_events, chunk_size):
+        selected = events["selected"]
+        for name in keep:
+            keep[name].append(events[name][selected])
+    columns = {name: np.concatenate(parts) for name, parts in keep.items()}
+    elastic = chain.config.generator.elastic
+    return TemplateSample.from_columns(columns, n_events, elastic.running_coupling,
+                                       chain.config.generator.beam.mean_energy_gev, chain.metadata())
+
+
+# --- systematics --------------------------------------------------------------------------------
+
+
+def add_executor_options(parser):
+    group = parser.add_argument_group("where the shards run")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. tcp://HOST:8786")
+    where.add_argument("--dask-local", type=int, metavar="N", help="start a local Dask cluster of N workers")
+    where.add_argument("--workers", type=int, metavar="N", help="local processes (default: all cores; 0 = in this process)")
+    group.add_argument("--shards", type=int, default=4, help="shards the events are split into (default 4)")
+
+
+@command("systematics", "bias of each systematic on a_mu^HLO with common random numbers, and the bias budget")
+def _configure_systematics(parser):
+    add_chain_options(parser, required=False)
+    parser.add_argument("--only", metavar="NAME,...", help="systematics to run (default: the whole catalogue); "
+                                                           "see `muone systematics --list`")
+    parser.add_argument("--list", action="store_true", help="print the catalogue and exit")
+    parser.add_argument("--luminosity-inv-nb", type=float, default=1.5e7,
+                        help="luminosity of the statistical error the biases are compared with (default 1.5e7)")
+    parser.add_argument("--normalization", choices=["free", "fixed"], default="free", help="normalization in the fit")
+    parser.add_argument("--threshold", type=float, default=1.0 / 3.0,
+                        help="allowed bias as a fraction of the statistical error (default 1/3)")
+    parser.add_argument("--no-linearity", action="store_true", help="only +1 sigma (no check at -2, -1, +2 sigma)")
+    add_executor_options(parser)
+    parser.add_argument("--output", metavar="DIR", help="output directory (shards, systematics.json/.md, bias_budget.png)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return _run_systematics
+
+
+def _run_systematics(args):
+    from fastsim.config import load_toml
+    from studies.budget import run_systematics
+    from studies.configs import chain_table, preset_path, available_presets
+    from systematics import catalogue
+
+    if args.list:
+        rows = [s.to_dict() for s in catalogue.select(None)]
+        print_result(args, {"systematics": rows},
+                     [f"{r['name']:<22s} {r['mode']:<6s} {r['sigma']!s:<10s} {', '.join(r['keys'])}" for r in rows])
+        return
+    for option in ("events", "seed", "output"):
+        if getattr(args, option) is None:
+            raise UsageError(f"--{option} is required (unless --list)")
+    custom = []
+    source = args.config or (preset_path(args.preset) if args.preset in available_presets() else None)
+    if source is not None:
+        custom = load_toml(source).get("systematics", [])
+    summary = run_systematics(chain_table(args.config, args.preset), args.events, args.seed, args.output,
+                              only=args.only, custom_tables=custom, luminosity_inv_nb=args.luminosity_inv_nb,
+                              n_shards=args.shards, normalization=args.normalization, threshold=args.threshold,
+                              linearity=not args.no_linearity, n_workers=args.workers, scheduler=args.scheduler,
+                              dask_local=args.dask_local, chunk_size=args.chunk_size)
+    lines = [f"stat. error on a_mu^HLO: {summary['stat_error_amu'] * 1e10:.4g}e-10 at {args.luminosity_inv_nb:.3g} nb^-1"]
+    lines += [f"{r['name']:<22s} {r['shift']:<12s} delta a_mu = {r['delta_amu'] * 1e10:+.4g} +- "
+              f"{r['delta_amu_mc_error'] * 1e10:.2g} e-10   required precision {r['required_precision']:.3g}"
+              for r in summary["biases"]]
+    lines.append(f"report: {args.output}/systematics.md, {args.output}/bias_budget.png")
+    print_result(args, summary, lines)
+
+
 # --- bench ------------------------------------------------------------------------------------
 
 
@@ -341,7 +627,7 @@ def main(argv=None):
         return 2
     try:
         args.run(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"muone {args.command}: error: {message}", file=sys.stderr)
         return 2

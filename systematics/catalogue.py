@@ -255,6 +255,9 @@ add(Systematic("target_thickness", "geometry.stations.*.target.thickness_cm", "s
 add(Systematic("pair_normalization", "generator.pair.rate_scale", "scale", 0.05, default=1.0,
                reference="PDG b_pair tables reproduced within 5 % (issue 4)",
                description="pair-production background rate (needs generator.process = 'all')"))
+add(Systematic("residual_smearing", "selection.residual_smearing_rad", "add", 23e-6, default=0.0, one_sided=True,
+               reference="REFERENCE.md: data narrower than MC by 23 urad per angle",
+               description="extra Gaussian smearing of the reconstructed angles"))
 add(Systematic("radiative_corrections", "generator.elastic.radiation", "set", value="nlo", default="none",
                reference="issue 8: LO versus NLO-like radiation (fastsim.generator.radiation)",
                description="QED radiation switched on (a discrete alternative, not a one-sigma shift)"))

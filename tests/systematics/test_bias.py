@@ -1,0 +1,117 @@
+"""Bias estimation with common random numbers (systematics.bias, studies.budget)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from reco.chain import Chain, ChainConfig
+from studies.budget import planned_shifts, run_systematics
+from systematics import catalogue
+from systematics.bias import LinearFit, bias_shard, binning_from_dict, estimate_biases, reference_family
+from systematics.fit import fit_histogram
+from systematics.histogram import Histogram
+from systematics.templates import Template, TemplateSample
+
+CHAIN = {"geometry": "run2025", "selection": {"theta_e_window": {"min_rad": 0.001, "max_rad": 0.032}}}
+BINNING = {"theta_e_rad": [16, 0.0, 0.032], "theta_mu_rad": [12, 0.0002, 0.005]}
+
+
+def _task(shifts, events=1500, crn=True):
+    return {"chain": CHAIN, "events": events, "chunk_size": events, "binning": BINNING,
+            "shifts": shifts, "systematics": [], "common_random_numbers": crn}
+
+
+def test_zero_shift_gives_exactly_zero_bias():
+    config = ChainConfig.from_dict(CHAIN)
+    shard = bias_shard(_task([["ms_scale", 0.0], ["beam_energy_shift", 0.0]]), 11, 0)
+    assert np.array_equal(shard["shifted"][0], shard["nominal"])
+    summary = estimate_biases(shard, [shard], [("ms_scale", 0.0), ("beam_energy_shift", 0.0)], config, 1e5)
+    assert [row["delta_amu"] for row in summary["biases"]] == [0.0, 0.0]
+    assert [row["delta_K"] for row in summary["biases"]] == [0.0, 0.0]
+
+
+def _mc_error(crn, n_shards=6):
+    config = ChainConfig.from_dict(CHAIN)
+    shards = [bias_shard(_task([["ms_scale", 1.0]], crn=crn), 100 + k, k) for k in range(n_shards)]
+    totals = {key: sum(s[key] for s in shards) / n_shards for key in ("nominal", "gradient", "shifted")}
+    return estimate_biases(totals, shards, [("ms_scale", 1.0)], config, 1e5)["biases"][0]
+
+
+def test_common_random_numbers_shrink_the_mc_error_tenfold():
+    correlated = _mc_error(crn=True)
+    independent = _mc_error(crn=False)
+    assert correlated["delta_amu_mc_error"] * 10 < independent["delta_amu_mc_error"]
+
+
+def test_linear_fit_agrees_with_the_minuit_fit_of_the_shifted_histogram():
+    """The linear bias equals the MINUIT fit of the shifted expected histogram with the nominal
+    templates (full-experiment luminosity, where the likelihood is close to quadratic)."""
+    config = ChainConfig.from_dict(CHAIN)
+    coarse = {"theta_e_rad": [6, 0.002, 0.026], "theta_mu_rad": [4, 0.0003, 0.0047]}
+    binning = binning_from_dict(coarse)
+    n, luminosity = 20_000, 1.5e7
+    nominal = next(Chain(config, 5).run(n, n))
+    shifted = next(Chain(catalogue.get("beam_energy_shift").apply(config, 1.0), 5).run(n, n))
+    columns = {k: nominal[k] for k in ("theta_e_rad", "theta_mu_rad", "weight", "true_t_gev2", "selected")}
+    sample = TemplateSample.from_columns(columns, n, config.generator.elastic.running_coupling, 160.0)
+    template = Template(sample, binning)
+    selected = shifted["selected"]
+    data = Histogram.fill(binning, {k: shifted[k][selected] for k in binning.names},
+                          shifted["weight"][selected] * luminosity * 1e3 / n, luminosity_inv_nb=luminosity)
+    full = fit_histogram(data, template, luminosity_inv_nb=luminosity)
+    asimov = fit_histogram(template.histogram(None, luminosity), template, luminosity_inv_nb=luminosity)
+
+    shard = bias_shard({**_task([["beam_energy_shift", 1.0]], events=n), "binning": coarse}, 5, 0)
+    fit = LinearFit(shard["nominal"], shard["gradient"], reference_family(config), luminosity)
+    linear = fit.shift(shard["shifted"][0] - shard["nominal"])
+    assert linear["amu"] == pytest.approx(full.amu.value - asimov.amu.value, rel=0.02)
+    assert linear["K"] == pytest.approx(full.values[0] - asimov.values[0], rel=0.02)
+    assert fit.stat_errors["amu"] == pytest.approx(asimov.amu.error, rel=1e-3)
+
+
+def test_planned_shifts():
+    chosen = [catalogue.get(n) for n in ("ms_scale", "hit_efficiency", "radiative_corrections")]
+    assert planned_shifts(chosen) == [("ms_scale", -2.0), ("ms_scale", -1.0), ("ms_scale", 1.0), ("ms_scale", 2.0),
+                                      ("hit_efficiency", 1.0), ("hit_efficiency", 2.0), ("radiative_corrections", 1.0)]
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    output = tmp_path_factory.mktemp("systematics")
+    summary = run_systematics(CHAIN, 3000, 7, output, only="ms_scale,residual_smearing", n_shards=2, n_workers=1,
+                              binning=BINNING, luminosity_inv_nb=1e5, progress=False)
+    return output, summary
+
+
+def test_campaign_report_and_keys(campaign):
+    output, summary = campaign
+    saved = json.loads((output / "systematics.json").read_text())
+    assert saved["stat_error_amu"] == pytest.approx(summary["stat_error_amu"])
+    for row in saved["biases"]:
+        assert {"name", "shift", "delta_amu", "delta_amu_mc_error", "required_precision"} <= set(row)
+    assert "| ms_scale |" in (output / "systematics.md").read_text()
+    png = (output / "bias_budget.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_rerun_skips_finished_shards_and_dask_gives_identical_numbers(campaign):
+    output, summary = campaign
+    again = run_systematics(CHAIN, 3000, 7, output, only="ms_scale,residual_smearing", n_shards=2, n_workers=0,
+                            binning=BINNING, luminosity_inv_nb=1e5, progress=False)
+    assert again["campaign"]["skipped"] == 2 and again["campaign"]["computed"] == 0
+    assert again["biases"] == summary["biases"]
+    pytest.importorskip("distributed")
+    dask_output = output / "dask"
+    on_dask = run_systematics(CHAIN, 3000, 7, dask_output, only="ms_scale,residual_smearing", n_shards=2,
+                              dask_local=1, binning=BINNING, luminosity_inv_nb=1e5, progress=False)
+    assert on_dask["campaign"]["computed"] == 2
+    assert on_dask["biases"] == summary["biases"]
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="systematic = 'nosuch' is unknown"):
+        run_systematics(CHAIN, 100, 1, tmp_path, only="nosuch", n_workers=0, progress=False)
+    with pytest.raises(ValueError, match="simulation.nothing.*does not exist"):
+        run_systematics(CHAIN, 100, 1, tmp_path, custom_tables=[{"name": "bad", "key": "simulation.nothing", "sigma": 1}],
+                        n_workers=0, progress=False)
