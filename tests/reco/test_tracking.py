@@ -1,0 +1,233 @@
+"""Track finding and fitting: pulls, angular resolution against the closed form, efficiency,
+misalignment, and the geometry check."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from fastsim.detector.digitization import cluster_u_cm, digitize_crossing, expected_resolution_cm
+from fastsim.detector.geometry import Misalignment, load_geometry
+from fastsim.detector.transport import DetectorSimulation, SimulationSettings, geometry_targets
+from fastsim.generator.beam import BeamModel
+from fastsim.generator.generate import Generator, GeneratorConfig
+from reco.reconstruct import ReconstructionSettings, reconstruct
+from reco.tracking import TrackingModel, TrackingSettings, find_tracks, pair_resolution_table
+
+N_EVENTS = 6000
+NO_MS = SimulationSettings(ms_scale=0.0, bremsstrahlung=False)
+FIT_NO_MS = TrackingSettings(ms_scale=0.0)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    geometry = load_geometry("tr2023")
+    beam = BeamModel(spot_x_cm=1.0, spot_y_cm=1.0, divergence_x_rad=2e-4, divergence_y_rad=2e-4)
+    truth = Generator(GeneratorConfig(beam=beam, targets=geometry_targets(geometry)), seed=11).chunk(0, N_EVENTS)
+    return geometry, truth, TrackingModel.from_geometry(geometry)
+
+
+def true_lines(chunk, geometry, tracks):
+    """(x, y, tx, ty) at each track's reference z of the true particle line, from the true
+    crossings of its particle in its station (straight without scattering): least squares
+    through the global crossing points c + u m + v s."""
+    layers = geometry.layers()
+    sensor_layers = np.flatnonzero(layers.kind == 1)
+    cr = chunk.crossings
+    rows = sensor_layers[cr["sensor_id"]]
+    points = (layers.centre_cm[rows] + cr["u_cm"][:, None] * layers.measure_dir[rows]
+              + cr["v_cm"][:, None] * layers.strip_dir[rows])
+    event_row = cr["event_id"] - chunk.truth["event_id"][0]
+    key = (event_row * 100 + layers.station[rows]) * 10 + cr["particle_index"]
+    order = np.argsort(key, kind="stable")
+    key_sorted = key[order]
+    out = np.full((len(tracks), 4), np.nan)
+    for t in range(len(tracks)):
+        k = (tracks.event[t] * 100 + tracks.station[t]) * 10 + tracks.particle[t]
+        lo, hi = np.searchsorted(key_sorted, [k, k + 1])
+        p = points[order[lo:hi]]
+        if len(p) < 4:
+            continue
+        dz = p[:, 2] - tracks.zref_cm[t]
+        a = np.column_stack([np.ones_like(dz), dz])
+        (x0, tx), _, _, _ = np.linalg.lstsq(a, p[:, 0], rcond=None)
+        (y0, ty), _, _, _ = np.linalg.lstsq(a, p[:, 1], rcond=None)
+        out[t] = x0, y0, tx, ty
+    return out
+
+
+@pytest.fixture(scope="module")
+def clean_tracks(setup):
+    geometry, truth, model = setup
+    chunk = DetectorSimulation(geometry, NO_MS, seed=5).simulate(truth)
+    tracks = find_tracks(chunk.hits, chunk.stubs, model, FIT_NO_MS)
+    pure = tracks.particle_hits == 2 * tracks.n_stubs
+    return chunk, tracks, pure, true_lines(chunk, geometry, tracks)
+
+
+def test_pulls_have_mean_zero_and_width_one(clean_tracks):
+    """No scattering: the tracks are exact lines; the pulls test the measurement model and the
+    covariance (resolution and two-sensor correlation from the digitization model)."""
+    _, tracks, pure, truth = clean_tracks
+    good = pure & np.all(np.isfinite(truth), axis=1)
+    assert good.sum() > 0.95 * len(tracks)
+    n = good.sum()
+    for a, name in enumerate(("x", "y", "tx", "ty")):
+        pull = (tracks.params[good, a] - truth[good, a]) / np.sqrt(tracks.cov[good, a, a])
+        # 5 sigma statistical bounds on the mean and the width (N ~ 3e4 tracks) are ~3 %: the
+        # requirement of the issue, 5 %, is the binding one
+        assert abs(pull.mean()) < 0.05, (name, pull.mean())
+        assert abs(pull.std() - 1.0) < 0.05, (name, pull.std())
+        assert 5.0 / math.sqrt(n) < 0.05
+    chi2_per_ndf = tracks.chi2[good].sum() / tracks.ndf[good].sum()
+    assert chi2_per_ndf == pytest.approx(1.0, abs=0.05)
+
+
+def _pair_correlation_mc(tan_alpha, spacing_cm, n=4000):
+    """Correlation of the residuals of a module's two sensors, by Monte Carlo over the crossing
+    position with the digitization kernel (independent of the tracking's quadrature)."""
+    pitch, strips, thickness = 0.009, 1016, 0.032
+    generator = np.random.default_rng(3)
+    u = generator.uniform(-0.45, 0.45, n)
+    r0, r1 = np.empty(n), np.empty(n)
+    for i, ui in enumerate(u):
+        f0, k0 = digitize_crossing(ui, tan_alpha, pitch, strips, thickness, 0.25, 7e-4)
+        u1 = ui + spacing_cm * tan_alpha
+        f1, k1 = digitize_crossing(u1, tan_alpha, pitch, strips, thickness, 0.25, 7e-4)
+        r0[i] = cluster_u_cm(f0, k0, pitch, strips) - ui
+        r1[i] = cluster_u_cm(f1, k1, pitch, strips) - u1
+    return np.corrcoef(r0, r1)[0, 1]
+
+
+def test_resolution_table_matches_digitization():
+    low, sigma, rho = pair_resolution_table(-math.tan(0.233), 0.009, 0.032, 0.18)
+    k = int(round((-math.tan(0.233) - low) / 5e-4))
+    assert sigma[k] == pytest.approx(expected_resolution_cm(-math.tan(0.233)), rel=2e-3)
+    assert rho[k] == pytest.approx(_pair_correlation_mc(-math.tan(0.233), 0.18), abs=0.05)
+    low, sigma, rho = pair_resolution_table(0.0, 0.009, 0.032, 0.40)
+    k = int(round(-low / 5e-4))
+    assert sigma[k] == pytest.approx(expected_resolution_cm(0.0), rel=2e-3)
+    assert rho[k] > 0.95  # normal incidence: both sensors fire the same strip
+
+
+def test_angular_resolution_agrees_with_closed_form(setup, clean_tracks):
+    """Incoming muons (160 GeV, no scattering, slopes ~ 0.2 mrad): the spread of the fitted slopes
+    against the closed-form straight-line least squares, sigma_slope^2 from the information matrix
+    sum_k h_k h_k^T / sigma_k^2 of the six modules, h = (a_x, a_y, a_x dz, a_y dz), with a the
+    transverse measurement direction in the tilted plane (m - (m.z / n.z) n) and sigma_k the
+    resolution of the mean of the module's two clusters, sigma sqrt((1 + rho) / 2)."""
+    geometry, _, _ = setup
+    _, tracks, pure, truth = clean_tracks
+    incoming = pure & (tracks.particle == 0) & np.all(np.isfinite(truth), axis=1)
+    station = geometry.stations[0]
+    zref = station.global_z_cm(station.target.z_cm + 0.5 * station.target.thickness_cm)
+    info = np.zeros((4, 4))
+    for module in station.modules:
+        m, _, n = module.frame()
+        a = m - m[2] / n[2] * n
+        tan_alpha = m[2] / n[2]
+        sigma = expected_resolution_cm(tan_alpha)
+        rho = _pair_correlation_mc(tan_alpha, module.sensor_spacing_cm)
+        sigma_mean2 = sigma**2 * (1 + rho) / 2
+        dz = station.global_z_cm(module.z_cm) - zref
+        h = np.array([a[0], a[1], a[0] * dz, a[1] * dz])
+        info += np.outer(h, h) / sigma_mean2
+    expected = np.sqrt(np.diag(np.linalg.inv(info)))
+    n = incoming.sum()
+    assert n > 3000
+    for a in (2, 3):
+        measured = np.std(tracks.params[incoming, a] - truth[incoming, a])
+        # 5 sigma of the std (1/sqrt(2N)) plus the Monte Carlo error of rho (~2 % on sigma_mean)
+        assert measured == pytest.approx(expected[a], rel=5 / math.sqrt(2 * n) + 0.02), (a, measured, expected[a])
+    print(f"slope resolution of one station: {expected[2] * 1e6:.2f} urad (x), {expected[3] * 1e6:.2f} urad (y)")
+
+
+def test_efficiency_of_clean_elastic_events(setup):
+    """Fiducial: the interaction in the second station's target (so the first measures the
+    incoming muon), 5 < theta_e < 20 mrad, theta_mu > 0.2 mrad, and both outgoing particles
+    within 4 cm of the axis (1 cm inside the 2S sensors' 4.57 x 5 cm half sizes) at the last
+    module (z ~ 94 cm from the target). Full simulation: scattering, bremsstrahlung."""
+    geometry, truth, model = setup
+    chunk = DetectorSimulation(geometry, SimulationSettings(), seed=6).simulate(truth)
+    events = reconstruct(chunk, model)
+    lever = 94.0
+    inside = np.ones(len(truth), bool)
+    for prefix in ("e", "mu"):
+        theta, phi = truth[f"{prefix}_theta_rad"], truth[f"{prefix}_phi_rad"]
+        x = truth["vertex_x_cm"] + lever * np.tan(theta) * np.cos(phi)
+        y = truth["vertex_y_cm"] + lever * np.tan(theta) * np.sin(phi)
+        inside &= (np.abs(x) < 4.0) & (np.abs(y) < 4.0)
+    fiducial = ((truth["target_index"] == 1) & (truth["e_theta_rad"] > 5e-3) & (truth["e_theta_rad"] < 20e-3)
+                & (truth["mu_theta_rad"] > 2e-4) & inside)
+    assert fiducial.sum() > 1000
+    found = (events["station"] == 1) & events["has_incoming"] & (events["n_tracks_out"] >= 2)
+    efficiency = found[fiducial].mean()
+    assert efficiency > 0.99, efficiency
+    # the tracks are the electron and the muon
+    pdg = np.sort(np.abs(np.column_stack([events["truth_pdg_1"], events["truth_pdg_2"]]))[fiducial & found], axis=1)
+    assert np.mean((pdg[:, 0] == 11) & (pdg[:, 1] == 13)) > 0.99
+
+
+def test_misaligned_station_shifts_the_tracks(setup):
+    """Same truth and seed, simulated in a misaligned detector, reconstructed with the nominal one.
+    Every module of a station moved by dx: the hits move by -dx relative to the sensors, so the
+    fitted x moves by -dx and the slopes stay. The station's length scaled by (1 + e) about its
+    origin: the reconstructed slopes are larger by the factor (1 + e)."""
+    geometry, truth, model = setup
+    dx = 0.01
+    shifted = geometry.with_misalignment(modules={(1, m): Misalignment(dx_cm=dx) for m in range(6)})
+    nominal = find_tracks(*_hits(geometry, truth), model, FIT_NO_MS)
+    moved = find_tracks(*_hits(shifted, truth), model, FIT_NO_MS)
+    a, b = _match(nominal, moved, station=1)
+    delta = moved.params[b] - nominal.params[a]
+    # the same particles cross the sensors at other points of their strips: the per-track changes
+    # scatter by a fraction of the resolution; their spread gives the error of the mean
+    error = delta.std(axis=0) / math.sqrt(len(a))
+    assert delta[:, 0].mean() == pytest.approx(-dx, abs=5 * error[0])
+    assert delta[:, 1].mean() == pytest.approx(0.0, abs=5 * error[1])
+    assert abs(delta[:, 2].mean()) < 5 * error[2]
+    # length scale: only the station origin is fixed; slopes scale by 1 + e
+    e = 1e-3
+    scaled = geometry.with_misalignment(stations={1: {"length_scale": 1.0 + e}})
+    keep = truth["vertex_z_cm"] > 100.0 + 0.01
+    sub = truth.select(keep)
+    sub.columns["event_id"] = np.arange(len(sub))
+    nominal = find_tracks(*_hits(geometry, sub), model, FIT_NO_MS)
+    moved = find_tracks(*_hits(scaled, sub), model, FIT_NO_MS)
+    a, b = _match(nominal, moved, station=1)
+    big = np.abs(nominal.params[a, 2]) > 5e-3
+    ratio = moved.params[b[big], 2] / nominal.params[a[big], 2] - 1.0
+    spread = np.std(ratio) / math.sqrt(big.sum())
+    assert ratio.mean() == pytest.approx(e, abs=5 * spread), (ratio.mean(), spread)
+
+
+def _hits(geometry, truth):
+    chunk = DetectorSimulation(geometry, NO_MS, seed=8).simulate(truth)
+    return chunk.hits, chunk.stubs
+
+
+def _match(first, second, station):
+    """Rows of the same (event, particle) tracks of `station` in two Tracks."""
+    key1 = np.where(first.station == station, first.event * 10 + first.particle, -1)
+    key2 = np.where(second.station == station, second.event * 10 + second.particle, -2)
+    common, a, b = np.intersect1d(key1, key2, return_indices=True)
+    keep = common >= 0
+    return a[keep], b[keep]
+
+
+def test_geometry_mismatch_is_a_clear_error(setup):
+    geometry, truth, _ = setup
+    chunk = DetectorSimulation(geometry, NO_MS, seed=1).simulate(truth.select(truth["event_id"] < 500))
+    with pytest.raises(ValueError, match=r"sensor ids up to 23 but the reconstruction geometry 'tb2022_station' has 12"):
+        reconstruct(chunk, load_geometry("tb2022_station"))
+    # one module (U) fewer per station: 20 sensors instead of 24
+    stations = tuple(dataclasses.replace(s, modules=s.modules[:2] + s.modules[3:]) for s in geometry.stations)
+    other = dataclasses.replace(geometry, name="no_u", stations=stations)
+    with pytest.raises(ValueError, match=r"sensor ids up to 23 but the reconstruction geometry 'no_u' has 20 sensors \(10 modules\)"):
+        reconstruct(chunk, other)
+    with pytest.raises(ValueError, match="settings"):
+        reconstruct(chunk, geometry, settings=TrackingSettings())
+    with pytest.raises(ValueError, match="confirm_window_cm = -1"):
+        TrackingSettings(confirm_window_cm=-1)
+    assert isinstance(ReconstructionSettings(), ReconstructionSettings)
