@@ -26,9 +26,9 @@ TOML layout (every section optional; a study preset adds its own sections on top
 The beam energy that reconstruction and identification assume is the generator's configured
 mean (`generator.beam.energy_gev`), not the true one: a beam-energy shift is a systematic.
 
-The configuration keeps its plain table (`config.data`, the geometry expanded from its preset so
-that every key of it can be changed by a dotted path), which is what is hashed and saved with
-every output. Simulation uses the geometry as written (misalignment included); reconstruction
+The configuration keeps its plain table (`config.data`: every section written out with all its
+keys, defaults included, and the geometry expanded from its preset, so that any key can be
+changed by a dotted path), which is what is hashed and saved with every output. Simulation uses the geometry as written (misalignment included); reconstruction
 its nominal version.
 """
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field, replace
 
-from fastsim.config import check_choice, content_hash, load_toml, path_values, with_path_value
+from fastsim.config import check_choice, content_hash, load_toml, path_values, to_plain, with_path_value
 from fastsim.detector.geometry import Geometry, geometry_table
 from fastsim.detector.transport import SimulationSettings, geometry_targets
 from fastsim.config import from_mapping
@@ -106,6 +106,17 @@ class ChainConfig:
         reconstruction = ReconstructionSettings(tracking, vertex)
         pid = from_mapping(PidSettings, {**beam_energy, **data.get("pid", {})}, f"{where}.pid")
         selection = Selection.from_dict(data.get("selection", {}), where=f"{where}.selection")
+        # every key explicit (a systematic can name any of them); the beam energy assumed by
+        # tracking and identification follows the generator's unless set explicitly
+        tracking_table = {k: v for k, v in to_plain(tracking).items()
+                          if k != "beam_energy_gev" or "beam_energy_gev" in reco_table.get("tracking", {})}
+        pid_table = {k: v for k, v in to_plain(pid).items()
+                     if k != "beam_energy_gev" or "beam_energy_gev" in data.get("pid", {})}
+        data.update(mode=mode, generator={k: v for k, v in to_plain(generator).items() if k != "targets"},
+                    simulation=to_plain(simulation), reconstruction={"tracking": tracking_table, "vertex": to_plain(vertex)},
+                    pid=pid_table, selection=selection.to_dict())
+        if calibration is not None:
+            data["calibration"] = calibration
         return cls(data, geometry, generator, simulation, reconstruction, pid, selection, mode, calibration,
                    content_hash(data))
 

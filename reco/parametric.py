@@ -265,8 +265,17 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
     true_theta_e = events["true_theta_e_rad"]
     if not np.all(np.isfinite(true_theta_e)):
         raise ValueError("events: true_theta_e_rad must be filled (finite) for the calibration")
-    if theta_e_edges_rad is None:
-        edges = _default_edges(true_theta_e, min_events_per_bin)
+    residual, reconstructed = _track_residuals(events)
+    cuts = tuple((name, cut) for name, cut in selection.cuts if not cut.kinematic)
+    passing = reconstructed.copy()
+    for mask in Selection(cuts).masks(events, geometry):
+        passing &= mask
+    if theta_e_edges_rad is None:  # bins of enough events that are reconstructed and pass
+        if np.count_nonzero(passing) < min_events_per_bin:
+            raise ValueError(f"only {np.count_nonzero(passing)} events are reconstructed and pass the non-kinematic "
+                             f"cuts, fewer than min_events_per_bin = {min_events_per_bin}; add events")
+        edges = _default_edges(true_theta_e[passing], min_events_per_bin)
+        edges[0], edges[-1] = min(edges[0], true_theta_e.min()), max(edges[-1], true_theta_e.max())
     else:
         edges = np.asarray(theta_e_edges_rad, dtype=np.float64)
     if edges.ndim != 1 or edges.size < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
@@ -275,11 +284,6 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
     index = np.clip(np.searchsorted(edges, true_theta_e, side="right") - 1, 0, nb - 1)
     inside = (true_theta_e >= edges[0]) & (true_theta_e <= edges[-1])
 
-    residual, reconstructed = _track_residuals(events)
-    cuts = tuple((name, cut) for name, cut in selection.cuts if not cut.kinematic)
-    passing = reconstructed.copy()
-    for mask in Selection(cuts).masks(events, geometry):
-        passing &= mask
     weight = events["weight"]
     sum_w = np.bincount(index[inside], weights=weight[inside], minlength=nb)
     sum_w2 = np.bincount(index[inside], weights=(weight * weight)[inside], minlength=nb)

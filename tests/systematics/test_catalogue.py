@@ -9,7 +9,7 @@ from systematics import catalogue
 @pytest.fixture(scope="module")
 def config():
     return ChainConfig.from_dict({"geometry": "run2025", "generator": {"beam": {"energy_spread_rel": 0.01,
-                                                                               "divergence_x_rad": 2e-4}}})
+                                                                               "divergence_x_rad": 2e-4, "spot_x_cm": 1.0}}})
 
 
 @pytest.mark.parametrize("name", catalogue.names())
