@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 
 import numba
+import numpy as np
 
 from fastsim.generator.beam import BeamModel
 from fastsim.generator.generate import DEFAULT_CHUNK_SIZE, Generator, GeneratorConfig
@@ -57,6 +58,56 @@ def _station_case(n_events):
             simulation.simulate(truth)
 
     return run
+
+
+def _chain_case(mode, calibration=None):
+    """The whole chain (generation, simulation, reconstruction, identification, selection) on
+    run2025, or its parametric version into a 2D histogram."""
+    from reco.chain import Chain, ChainConfig
+
+    if mode == "full":
+        chain = Chain(ChainConfig.from_dict({"geometry": "run2025"}), 1)
+
+        def run(n):
+            for _ in chain.run(n, min(n, 100_000)):
+                pass
+
+        return run
+    from reco import parametric
+
+    chain = Chain(ChainConfig.from_dict({"geometry": "run2025", "mode": "parametric", "calibration": str(calibration)}), 1)
+    edges_e, edges_mu = np.linspace(0.0, 0.032, 65), np.linspace(0.0002, 0.005, 49)
+
+    def run_histogram(n):
+        for first in range(0, n, 1_000_000):
+            truth = chain.generator.chunk(first, min(1_000_000, n - first))
+            parametric.histogram(truth, chain.response, 1, chain.config.selection, edges_e, edges_mu)
+
+    return run_histogram
+
+
+def run_chain_benchmarks(n_events: int = 200_000, threads: int = 1, calibration_events: int = 200_000) -> list[dict]:
+    """Full chain and parametric chain (generation + smearing + selection into a histogram)."""
+    import tempfile
+
+    from reco.chain import ChainConfig, calibrate_chain
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        results = [{"stage": "full chain run2025 (gen + sim + reco + pid + selection)",
+                    "events_per_s": _best_rate(_chain_case("full"), n_events, repeats=2), "threads": threads,
+                    "events": n_events}]
+        with tempfile.TemporaryDirectory() as folder:
+            response = f"{folder}/response.npz"
+            calibrate_chain(ChainConfig.from_dict({"geometry": "run2025"}), calibration_events, 1, response)
+            fast_events = 20 * n_events
+            results.append({"stage": "parametric chain run2025 into a 2D histogram (gen + smear + selection)",
+                            "events_per_s": _best_rate(_chain_case("parametric", response), fast_events),
+                            "threads": threads, "events": fast_events})
+        return results
+    finally:
+        numba.set_num_threads(previous)
 
 
 def run_benchmarks(n_events: int = 2_000_000, threads: int = 1) -> list[dict]:

@@ -584,6 +584,68 @@ def _run_systematics(args):
     print_result(args, summary, lines)
 
 
+# --- study / project ----------------------------------------------------------------------------
+
+
+@command("study", "run a study preset end to end and write its report (summary.json, tables, plots, report.md)")
+def _configure_study(parser):
+    parser.add_argument("preset", metavar="PRESET", help="a study preset (quickstart, tr2023, phase1_2025, full, "
+                                                          "layout_scan, systematics_budget) or a study TOML file")
+    parser.add_argument("--events", type=int, help="events to simulate (default: the preset's)")
+    parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
+    parser.add_argument("--output", metavar="DIR", help="output directory (default muone-PRESET)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. tcp://HOST:8786")
+    where.add_argument("--dask-local", type=int, metavar="N", help="start a local Dask cluster of N workers")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return _run_study
+
+
+def _run_study(args):
+    from pathlib import Path
+
+    from studies.study import run_study
+
+    output = args.output or f"muone-{Path(args.preset).stem}"
+    summary = run_study(args.preset, events=args.events, seed=args.seed, output_dir=output,
+                        scheduler=args.scheduler, dask_local=args.dask_local, progress=None)
+    lines = [f"report: {output}/report.md"]
+    fit = summary.get("fit") or {}
+    if "amu_1e10" in fit:
+        lines.append(f"a_mu^HLO = ({fit['amu_1e10']:.2f} +- {fit.get('amu_error_1e10', float('nan')):.2f}) 1e-10")
+    for key in ("amu_stat_error_rel", "dalpha_had_stat_error_rel"):
+        if key in summary:
+            lines.append(f"{key} = {summary[key]:.4g}")
+    print_result(args, summary, lines)
+
+
+@command("project", "precision projection: statistical error on Dalpha_had and a_mu^HLO against luminosity")
+def _configure_project(parser):
+    parser.add_argument("--preset", required=True, metavar="NAME", help="a study preset or a study TOML file")
+    parser.add_argument("--luminosity-inv-nb", type=float, help="integrated luminosity (default: the preset's)")
+    parser.add_argument("--events", type=int, help="events simulated for the templates (default: the preset's)")
+    parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
+    parser.add_argument("--output", metavar="DIR", help="write the projection plots here")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address")
+    where.add_argument("--dask-local", type=int, metavar="N", help="start a local Dask cluster of N workers")
+    parser.add_argument("--json", action="store_true", help="print the projection as JSON")
+    return _run_project
+
+
+def _run_project(args):
+    from studies.projection import project
+
+    result = project(args.preset, luminosity_inv_nb=args.luminosity_inv_nb, events=args.events, seed=args.seed,
+                     output_dir=args.output, scheduler=args.scheduler, dask_local=args.dask_local, progress=None)
+    lines = [f"luminosity {result['luminosity_inv_nb']:.4g} nb^-1:",
+             f"  a_mu^HLO stat. error      {result['amu_stat_error_rel'] * 100:.3f} %",
+             f"  Dalpha_had(t = {result['t_ref_gev2']:.4g} GeV^2) stat. error {result['dalpha_had_stat_error_rel'] * 100:.2f} %"]
+    for name, goal in result.get("goals", {}).items():
+        lines.append(f"  goal {name}: {goal}")
+    print_result(args, result, lines)
+
+
 # --- bench ------------------------------------------------------------------------------------
 
 
@@ -591,6 +653,7 @@ def _run_systematics(args):
 def _configure_bench(parser):
     parser.add_argument("--events", type=int, default=2_000_000, help="events per measurement (default 2e6)")
     parser.add_argument("--threads", type=int, default=1, help="numba threads (default 1: per core)")
+    parser.add_argument("--chain", action="store_true", help="also the full and the parametric chain (slower)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     return _run_bench
 
@@ -598,7 +661,11 @@ def _configure_bench(parser):
 def _run_bench(args):
     from studies.bench import run_benchmarks
 
+    from studies.bench import run_chain_benchmarks
+
     results = run_benchmarks(args.events, args.threads)
+    if args.chain:
+        results += run_chain_benchmarks(max(args.events // 10, 20_000), args.threads)
     lines = [f"{r['stage']:<40s} {r['events_per_s']:12.4g} events/s  ({r['threads']} thread(s))" for r in results]
     print_result(args, {"benchmarks": results}, lines)
 
