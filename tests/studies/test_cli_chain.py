@@ -110,3 +110,10 @@ def test_bad_inputs(tmp_path, capsys):
                                                "--output", str(tmp_path)])
     assert "unknown" in error_line(capsys, ["systematics", "--preset", "run2025", "--events", "10", "--seed", "1",
                                             "--only", "nosuch", "--output", str(tmp_path)])
+
+
+def test_project_and_study_commands(tmp_path, capsys):
+    result = run_json(capsys, ["project", "--preset", "quickstart", "--events", "4000", "--seed", "2", "--json"])
+    assert 0 < result["amu_stat_error_rel"] and 0 < result["dalpha_had_stat_error_rel"]
+    assert "preset = 'nosuch' is unknown" in error_line(capsys, ["study", "nosuch", "--output", str(tmp_path)])
+    assert "preset = 'nosuch' is unknown" in error_line(capsys, ["project", "--preset", "nosuch"])
