@@ -61,7 +61,7 @@ from fastsim.events import TruthEvents
 from fastsim.units import PDG_ELECTRON, PDG_MUON
 from reco.events import RecoEvents
 from reco.observables import acoplanarity_kernel, elastic_theta_mu_kernel, wrap_angle_kernel
-from reco.pid import PidSettings, muon_is_1_kernel
+from reco.pid import PidSettings, identify_kernel, muon_is_1_kernel
 from reco.selection import Selection
 
 COMPONENTS = ("theta_e", "theta_mu", "phi_e", "phi_mu")
@@ -426,14 +426,8 @@ def _apply_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_m
             theta_1[i], phi_1[i], pdg_1[i], theta_2[i], phi_2[i], pdg_2[i] = te, pe, PDG_ELECTRON, tm, pm, PDG_MUON
         else:
             theta_1[i], phi_1[i], pdg_1[i], theta_2[i], phi_2[i], pdg_2[i] = tm, pm, PDG_MUON, te, pe, PDG_ELECTRON
-        one = muon_is_1_kernel(theta_1[i], theta_2[i], beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering)
-        muon_is_1[i] = one
-        if one:
-            theta_mu[i], phi_mu[i], theta_e[i], phi_e[i] = theta_1[i], phi_1[i], theta_2[i], phi_2[i]
-        else:
-            theta_mu[i], phi_mu[i], theta_e[i], phi_e[i] = theta_2[i], phi_2[i], theta_1[i], phi_1[i]
-        acoplanarity[i] = acoplanarity_kernel(phi_e[i], phi_mu[i])
-        elasticity[i] = theta_mu[i] - elastic_theta_mu_kernel(beam_energy_gev, theta_e[i])
+        identify_kernel(i, theta_1, phi_1, theta_2, phi_2, beam_energy_gev, muon_limit, sigma_mu, sigma_e0,
+                        scattering, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, muon_is_1)
         weight_out[i] = weight[i] * efficiency[b]
 
 

@@ -110,19 +110,26 @@ def muon_is_1_kernel(theta_1, theta_2, beam_energy_gev, muon_limit_rad, sigma_mu
     return chi2_mu_1 < chi2_mu_2
 
 
+@njit(cache=True, nogil=True, inline="always")
+def identify_kernel(i, theta_1, phi_1, theta_2, phi_2, beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0,
+                    scattering, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, muon_is_1):
+    """Identify event i (`muon_is_1_kernel`) and fill its observables in the output arrays."""
+    one = muon_is_1_kernel(theta_1[i], theta_2[i], beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0, scattering)
+    muon_is_1[i] = one
+    if one:
+        theta_mu[i], phi_mu[i], theta_e[i], phi_e[i] = theta_1[i], phi_1[i], theta_2[i], phi_2[i]
+    else:
+        theta_mu[i], phi_mu[i], theta_e[i], phi_e[i] = theta_2[i], phi_2[i], theta_1[i], phi_1[i]
+    acoplanarity[i] = acoplanarity_kernel(phi_e[i], phi_mu[i])
+    elasticity[i] = theta_mu[i] - elastic_theta_mu_kernel(beam_energy_gev, theta_e[i])
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _identify_chunk(theta_1, phi_1, theta_2, phi_2, beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0,
                     scattering, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, muon_is_1):
     for i in prange(theta_1.size):
-        one = muon_is_1_kernel(theta_1[i], theta_2[i], beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0,
-                               scattering)
-        muon_is_1[i] = one
-        if one:
-            theta_mu[i], phi_mu[i], theta_e[i], phi_e[i] = theta_1[i], phi_1[i], theta_2[i], phi_2[i]
-        else:
-            theta_mu[i], phi_mu[i], theta_e[i], phi_e[i] = theta_2[i], phi_2[i], theta_1[i], phi_1[i]
-        acoplanarity[i] = acoplanarity_kernel(phi_e[i], phi_mu[i])
-        elasticity[i] = theta_mu[i] - elastic_theta_mu_kernel(beam_energy_gev, theta_e[i])
+        identify_kernel(i, theta_1, phi_1, theta_2, phi_2, beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0,
+                        scattering, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, muon_is_1)
 
 
 def identify(events: RecoEvents, settings: PidSettings | None = None) -> RecoEvents:

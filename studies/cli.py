@@ -526,13 +526,16 @@ def simulated_template_sample(chain, n_events, chunk_size=100_000):
 # --- systematics --------------------------------------------------------------------------------
 
 
-def add_executor_options(parser):
+def add_executor_options(parser, shards=True):
+    """--scheduler / --dask-local (and --workers, --shards): where a campaign's shards run."""
     group = parser.add_argument_group("where the shards run")
     where = group.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. tcp://HOST:8786")
     where.add_argument("--dask-local", type=int, metavar="N", help="start a local Dask cluster of N workers")
-    where.add_argument("--workers", type=int, metavar="N", help="local processes (default: all cores; 0 = in this process)")
-    group.add_argument("--shards", type=int, default=4, help="shards the events are split into (default 4)")
+    if shards:
+        where.add_argument("--workers", type=int, metavar="N",
+                           help="local processes (default: all cores; 0 = in this process)")
+        group.add_argument("--shards", type=int, default=4, help="shards the events are split into (default 4)")
 
 
 @command("systematics", "bias of each systematic on a_mu^HLO with common random numbers, and the bias budget")
@@ -594,9 +597,7 @@ def _configure_study(parser):
     parser.add_argument("--events", type=int, help="events to simulate (default: the preset's)")
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     parser.add_argument("--output", metavar="DIR", help="output directory (default muone-PRESET)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. tcp://HOST:8786")
-    where.add_argument("--dask-local", type=int, metavar="N", help="start a local Dask cluster of N workers")
+    add_executor_options(parser, shards=False)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return _run_study
 
@@ -626,9 +627,7 @@ def _configure_project(parser):
     parser.add_argument("--events", type=int, help="events simulated for the templates (default: the preset's)")
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     parser.add_argument("--output", metavar="DIR", help="write the projection plots here")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address")
-    where.add_argument("--dask-local", type=int, metavar="N", help="start a local Dask cluster of N workers")
+    add_executor_options(parser, shards=False)
     parser.add_argument("--json", action="store_true", help="print the projection as JSON")
     return _run_project
 
