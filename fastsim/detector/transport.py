@@ -231,6 +231,8 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
             mass = MUON_MASS_GEV if code == PDG_MUON else ELECTRON_MASS_GEV
             px, py, pz, e_out = momenta[k, 0], momenta[k, 1], momenta[k, 2], momenta[k, 3]
             norm = math.sqrt(px * px + py * py + pz * pz)
+            if not (e_out > mass and norm > 0.0):  # no physical final state (a zero-weight trial): no hits
+                continue
             d = np.empty(3)
             d[0], d[1], d[2] = rotate_from_to(beam_direction[i, 0], beam_direction[i, 1], beam_direction[i, 2],
                                               direction[0], direction[1], direction[2], px / norm, py / norm, pz / norm)
