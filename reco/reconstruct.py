@@ -58,7 +58,6 @@ from reco.tracking import (
     TrackingModel,
     TrackingSettings,
     check_hits_match,
-    estimate_momentum,
     make_workspace,
     find_station_tracks,
     fit_stubs,
@@ -111,11 +110,12 @@ def _reconstruct_kernel(model, cfg, vertex_ms_scale, vertex_iterations, max_modu
     n_blocks = min(n_events, 256)
     for block in prange(n_blocks):
         ws = make_event_workspace(max_modules, int(cfg[_MAX_CAND]), capacity, n_stations)
-        out_params, out_cov, out_chi2, out_ndf, out_stubs, out_momentum = ws[13], ws[14], ws[15], ws[16], ws[17], ws[18]
+        out_params, out_cov, out_chi2, out_ndf, out_stubs, out_momentum = ws[9], ws[10], ws[11], ws[12], ws[13], ws[14]
         first_track, n_tracks, n_stubs = ws[26], ws[27], ws[28]
         v_params, v_cov, v_zref, v_in, v_mom, v_mass, vertex, vertex_cov = (ws[29], ws[30], ws[31], ws[32], ws[33],
                                                                             ws[34], ws[35], ws[36])
-        in_params, in_cov = ws[37], ws[38]
+        in_params, in_cov, vertex_work, angles = ws[37], ws[38], ws[39], ws[40]
+        thetas, phis = angles[0], angles[1]
         for i in range(block * n_events // n_blocks, (block + 1) * n_events // n_blocks):
             lo, hi = stub_offsets[i], stub_offsets[i + 1]
             total = 0
@@ -189,8 +189,6 @@ def _reconstruct_kernel(model, cfg, vertex_ms_scale, vertex_iterations, max_modu
             else:
                 ax, ay, az = 0.0, 0.0, 1.0
             n_keep = min(n_out, 2)
-            thetas = np.empty(2)
-            phis = np.empty(2)
             if n_keep == 2 and cfg[_MS_SCALE] > 0.0:
                 _refit_pair(model, s, cfg, first_track[s], out_params, out_cov, out_chi2, out_ndf, out_stubs,
                             out_momentum, stub_hit0, stub_hit1, hit_u, ws)
@@ -209,7 +207,8 @@ def _reconstruct_kernel(model, cfg, vertex_ms_scale, vertex_iterations, max_modu
                 out_f[i, 6 + 2 * rank] = phis[k]
                 out_f[i, 9 + rank] = out_chi2[t]
                 out_i[i, 6 + rank] = out_ndf[t]
-                particle, _ = track_truth(model, s, out_stubs[t], stub_hit0, stub_hit1, hit_particle)
+                particle, _ = track_truth(model.station_module_last[s] - model.station_module_first[s], out_stubs[t],
+                                          stub_hit0, stub_hit1, hit_particle)
                 out_i[i, 8 + rank] = _pdg_of(particle, i, particle_offsets, pdg)
                 for a in range(4):
                     out_tracks[i, 1 + rank, a] = out_params[t, a]
@@ -235,7 +234,7 @@ def _reconstruct_kernel(model, cfg, vertex_ms_scale, vertex_iterations, max_modu
                 chi2 = fit_vertex(n_vertex, v_params, v_cov, v_zref, v_in, v_mom, v_mass,
                                   model.station_target_front[s], model.station_target_back[s],
                                   model.station_target_x0[s], model.station_x[s], vertex_ms_scale, vertex_iterations,
-                                  vertex, vertex_cov)
+                                  vertex, vertex_cov, vertex_work)
                 if chi2 == chi2:
                     out_f[i, 11], out_f[i, 12], out_f[i, 13] = vertex[0], vertex[1], vertex[2]
                     out_f[i, 14] = chi2
@@ -243,23 +242,22 @@ def _reconstruct_kernel(model, cfg, vertex_ms_scale, vertex_iterations, max_modu
                     out_vertex_cov[i, :, :] = vertex_cov
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _refit_pair(model, s, cfg, first, params, cov, chi2, ndf, stubs, momentum, stub_hit0, stub_hit1, hit_u, ws):
     """Refit the two best tracks of station s with the momenta of the elastic hypothesis that fits
     their angles best: track a the electron and b the muon if |theta_mu(theta_a) - theta_b| is the
     smaller of the two assignments (angles w.r.t. z; theta_mu(theta_e) is the elastic curve at
     the nominal beam energy). The electron gets E_e(theta_e), the muon E_beam + m_e - E_e. The
-    sign of `momentum` records the hypothesis afterwards: negative for the electron."""
+    sign of `momentum` records the hypothesis afterwards: negative for the electron. Inlined
+    (one call site; the model and the workspace are not passed through a call)."""
     e_beam = cfg[_BEAM_E]
-    theta = np.empty(2)
-    for k in range(2):
-        theta[k] = math.atan(math.hypot(params[first + k, 2], params[first + k, 3]))
-    distance = np.empty(2)
-    for k in range(2):  # k: index of the electron candidate
-        t = t_from_theta_e_kernel(e_beam, theta[k])
-        distance[k] = abs(angles_from_t_kernel(e_beam, t)[1] - theta[1 - k])
-    electron = 0 if distance[0] <= distance[1] else 1
-    t = t_from_theta_e_kernel(e_beam, theta[electron])
+    theta_0 = math.atan(math.hypot(params[first, 2], params[first, 3]))
+    theta_1 = math.atan(math.hypot(params[first + 1, 2], params[first + 1, 3]))
+    # distance_k: k the electron candidate
+    distance_0 = abs(angles_from_t_kernel(e_beam, t_from_theta_e_kernel(e_beam, theta_0))[1] - theta_1)
+    distance_1 = abs(angles_from_t_kernel(e_beam, t_from_theta_e_kernel(e_beam, theta_1))[1] - theta_0)
+    electron = 0 if distance_0 <= distance_1 else 1
+    t = t_from_theta_e_kernel(e_beam, theta_0 if electron == 0 else theta_1)
     e_electron = max(electron_energy_from_t_kernel(t), 1.001 * ELECTRON_MASS_GEV)
     e_muon = max(e_beam + ELECTRON_MASS_GEV - e_electron, 1.001 * MUON_MASS_GEV)
     for k in range(2):
@@ -279,9 +277,10 @@ def make_event_workspace(max_modules, max_candidates, capacity, n_stations):
     """The tracking workspace (`reco.tracking.make_workspace`) extended with the per-station and
     vertex scratch arrays of `_reconstruct_kernel`."""
     ws = make_workspace(max_modules, max_candidates, capacity)
-    return ws + (np.empty(n_stations, np.int64), np.empty(n_stations, np.int64), np.empty(n_stations, np.int64),
-                 np.empty((3, 4)), np.empty((3, 4, 4)), np.empty(3), np.empty(3, np.bool_), np.empty(3), np.empty(3),
-                 np.empty(3), np.empty((3, 3)), np.empty(4), np.empty((4, 4)))
+    return ws + (np.empty(n_stations, np.int64), np.empty(n_stations, np.int64), np.empty(n_stations, np.int64),  # 26-28
+                 np.empty((3, 4)), np.empty((3, 4, 4)), np.empty(3), np.empty(3, np.bool_), np.empty(3), np.empty(3),  # 29-34
+                 np.empty(3), np.empty((3, 3)), np.empty(4), np.empty((4, 4)),  # 35-38: vertex, its cov, incoming track
+                 np.empty((4, 3)), np.empty((2, 2)))  # 39: fit_vertex work, 40: theta and phi of the outgoing tracks
 
 
 def _truth_columns(truth) -> dict:

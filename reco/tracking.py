@@ -170,7 +170,13 @@ Model = collections.namedtuple("Model", [
     "station_target_x0", "station_x",
     # per table: sigma of the mean of a module's two clusters on a tan(alpha) grid from table_low
     "table_sigma", "table_sigma1", "table_low",
+    # packed copies read by the hot kernels (every array passed to a non-inlined numba function
+    # costs an atomic reference-count increment and decrement per call):
+    # module_geom[g] = measure (3), normal (3), centre (3), z, x/X0, sensor spacing, pitch;
+    # table_both[0] = table_sigma, table_both[1] = table_sigma1
+    "module_geom", "table_both",
 ])
+_GEOM_MEASURE, _GEOM_NORMAL, _GEOM_CENTRE, _GEOM_Z, _GEOM_X, _GEOM_SPACING, _GEOM_PITCH = 0, 3, 6, 9, 10, 11, 12
 
 
 @njit(cache=True, nogil=True)
@@ -342,43 +348,57 @@ class TrackingModel:
             table_sigma=np.ascontiguousarray(np.array(rows_sigma)),
             table_sigma1=np.ascontiguousarray(np.array(rows_sigma1)),
             table_low=table_low,
+            module_geom=np.ascontiguousarray(np.column_stack([
+                layers.measure_dir[sensors[sensor0]], layers.normal[sensors[sensor0]],
+                0.5 * (layers.centre_cm[sensors[sensor0]] + layers.centre_cm[sensors[sensor1]]),
+                0.5 * (layers.centre_cm[sensors[sensor0], 2] + layers.centre_cm[sensors[sensor1], 2]),
+                layers.x_over_x0[sensors[sensor0]] + layers.x_over_x0[sensors[sensor1]], spacing, pitch])),
+            table_both=np.ascontiguousarray(np.array([rows_sigma, rows_sigma1])),
         )
         return cls(geometry, model, int(sensors.size), int(n_modules), int(max_modules))
 
 
 # ---------------------------------------------------------------------------------------------
 # Kernels
+#
+# Speed (about 0.9 us per 6-module fit, 12 fits per event of a two-station detector): every
+# array passed to a non-inlined numba function costs atomic reference counting, so the kernels
+# that receive the model and the workspace tuples (find_station_tracks, fit_stubs, ...) are
+# inlined, and the one non-inlined fit (fit_stub_arrays) gets the packed Model.module_geom,
+# Model.table_both and two work arrays. Rewrites for speed keep every floating-point operation
+# of each result in its order (independent sums interleaved, not reassociated): the output does
+# not depend on them to the last bit.
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _table(model, table, tan_alpha, single):
+def _table(table_both, table_low, table, tan_alpha, single):
     """Resolution of a module's cluster mean (single: of one cluster) at tan_alpha: linear
-    interpolation, clamped at the ends."""
-    values = model.table_sigma1 if single else model.table_sigma
-    n = values.shape[1]
-    x = (tan_alpha - model.table_low[table]) / TABLE_STEP
+    interpolation, clamped at the ends (table_both, table_low: `Model` fields)."""
+    which = 1 if single else 0
+    n = table_both.shape[2]
+    x = (tan_alpha - table_low[table]) / TABLE_STEP
     if x <= 0.0:
-        return values[table, 0]
+        return table_both[which, table, 0]
     if x >= n - 1:
-        return values[table, n - 1]
+        return table_both[which, table, n - 1]
     k = int(x)
     f = x - k
-    return (1.0 - f) * values[table, k] + f * values[table, k + 1]
+    return (1.0 - f) * table_both[which, table, k] + f * table_both[which, table, k + 1]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def predict(model, g, x0, y0, tx, ty, zref):
+def predict(geom, g, x0, y0, tx, ty, zref):
     """Line (x0, y0 at zref, slopes tx, ty) in the mid-plane of module g: (u, s, a_x, a_y, tan_alpha)
     with u the measured coordinate of the intersection, s = z_intersection - zref,
     (a_x, a_y) = (du/dx0, du/dy0) (and du/dtx = s a_x, du/dty = s a_y), tan_alpha = (d.m) / (d.n).
 
     The mean of the two clusters of a module measures u in its mid-plane exactly: the sensors
-    share m and n, and a line crosses them at u0 and u0 + spacing tan_alpha."""
-    m0, m1, m2 = model.module_measure[g, 0], model.module_measure[g, 1], model.module_measure[g, 2]
-    n0, n1, n2 = model.module_normal[g, 0], model.module_normal[g, 1], model.module_normal[g, 2]
-    wx = x0 - model.module_centre[g, 0]
-    wy = y0 - model.module_centre[g, 1]
-    wz = zref - model.module_centre[g, 2]
+    share m and n, and a line crosses them at u0 and u0 + spacing tan_alpha. geom: `Model.module_geom`."""
+    m0, m1, m2 = geom[g, _GEOM_MEASURE], geom[g, _GEOM_MEASURE + 1], geom[g, _GEOM_MEASURE + 2]
+    n0, n1, n2 = geom[g, _GEOM_NORMAL], geom[g, _GEOM_NORMAL + 1], geom[g, _GEOM_NORMAL + 2]
+    wx = x0 - geom[g, _GEOM_CENTRE]
+    wy = y0 - geom[g, _GEOM_CENTRE + 1]
+    wz = zref - geom[g, _GEOM_CENTRE + 2]
     nd = n0 * tx + n1 * ty + n2
     md = m0 * tx + m1 * ty + m2
     s = -(n0 * wx + n1 * wy + n2 * wz) / nd
@@ -387,7 +407,7 @@ def predict(model, g, x0, y0, tx, ty, zref):
     return u, s, m0 - r * n0, m1 - r * n1, r
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def estimate_momentum(tx, ty, beam_energy_gev):
     """(momentum GeV, mass GeV) of an outgoing track from its polar angle (w.r.t. z) with the elastic
     relation: the muon below arcsin(m_e/m_mu) (soft branch: the energetic muon of
@@ -404,7 +424,7 @@ def estimate_momentum(tx, ty, beam_energy_gev):
     return math.sqrt((energy - mass) * (energy + mass)), mass
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _cholesky(a, n):
     """In-place lower Cholesky factor of a[:n, :n]; False if not positive definite."""
     for j in range(n):
@@ -423,7 +443,7 @@ def _cholesky(a, n):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _forward(lower, n, b):
     """Solve lower[:n, :n] y = b[:n] in place."""
     for i in range(n):
@@ -433,12 +453,37 @@ def _forward(lower, n, b):
         b[i] = v / lower[i, i]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def invert_spd(a, n, out):
     """out[:n, :n] = inverse of the symmetric positive-definite a[:n, :n] (a is overwritten by its
     Cholesky factor); False if a is not positive definite."""
     if not _cholesky(a, n):
         return False
+    if n == 4:  # the track fit's case: the four columns interleaved (independent chains; same operations)
+        for i in range(4):  # forward: L y = e_c
+            v0 = 1.0 if i == 0 else 0.0
+            v1 = 1.0 if i == 1 else 0.0
+            v2 = 1.0 if i == 2 else 0.0
+            v3 = 1.0 if i == 3 else 0.0
+            for k in range(i):
+                w = a[i, k]
+                v0 -= w * out[k, 0]
+                v1 -= w * out[k, 1]
+                v2 -= w * out[k, 2]
+                v3 -= w * out[k, 3]
+            d = a[i, i]
+            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = v0 / d, v1 / d, v2 / d, v3 / d
+        for i in range(3, -1, -1):  # backward: L^T x = y
+            v0, v1, v2, v3 = out[i, 0], out[i, 1], out[i, 2], out[i, 3]
+            for k in range(i + 1, 4):
+                w = a[k, i]
+                v0 -= w * out[k, 0]
+                v1 -= w * out[k, 1]
+                v2 -= w * out[k, 2]
+                v3 -= w * out[k, 3]
+            d = a[i, i]
+            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = v0 / d, v1 / d, v2 / d, v3 / d
+        return True
     for c in range(n):
         for i in range(n):  # forward: L y = e_c
             v = 1.0 if i == c else 0.0
@@ -453,37 +498,40 @@ def invert_spd(a, n, out):
     return True
 
 
-@njit(cache=True, nogil=True)
-def fit_line(model, station, modules, measured, single, n, params, zref, momentum, mass, ms_scale, downstream,
-             n_iterations, cov, work_v, work_j, work_r, work_a, work_n, work_g):
+@njit(cache=True, nogil=True, inline="always")
+def fit_line(geom, module_table, table_both, table_low, m_first, m_last, x_station, modules, measured, single, n,
+             params, zref, momentum, mass, ms_scale, downstream, n_iterations, cov, work_v, work_j, work_r, work_a,
+             work_n, work_g):
     """Gauss-Newton fit of a straight line to n module measurements (module ids modules[:n], cluster
     means measured[:n], or a single cluster's mid-plane equivalent where single[k]) starting from and updating params = (x, y, tx, ty) at zref.
 
     Fills cov (4x4) and returns chi2 (inf if a covariance is singular). See the module docstring
     for the measurement model and the covariance; a module's scattering acts at its mid-plane
-    (the 0.18-0.40 cm between its sensors is neglected). Work arrays: work_v n x n, work_j n x 4,
-    work_r n, work_a n x 2, work_n 4 x 4, work_g 4."""
+    (the 0.18-0.40 cm between its sensors is neglected). geom, module_table, table_both, table_low:
+    the `Model` fields; m_first, m_last, x_station: the station's modules and x/X0. Work arrays:
+    work_v n x n, work_j n x 4, work_r n, work_a n x 2, work_n 4 x 4, work_g 4."""
     for k in range(n):
         g = modules[k]
-        _, s, ax, ay, tan_alpha = predict(model, g, params[0], params[1], params[2], params[3], zref)
-        sigma = _table(model, model.module_table[g], tan_alpha, single[k])
+        u, s, ax, ay, tan_alpha = predict(geom, g, params[0], params[1], params[2], params[3], zref)
+        sigma = _table(table_both, table_low, module_table[g], tan_alpha, single[k])
         work_a[k, 0], work_a[k, 1] = ax, ay
+        work_r[k] = measured[k] - u  # iteration 0 (same parameters)
+        work_j[k, 0], work_j[k, 1], work_j[k, 2], work_j[k, 3] = ax, ay, s * ax, s * ay
         for j in range(n):
             work_v[k, j] = 0.0
         work_v[k, k] = sigma * sigma
-    if ms_scale > 0.0 and model.station_x[station] > 0.0:
-        x_station = model.station_x[station]
+    if ms_scale > 0.0 and x_station > 0.0:
         beta = momentum / math.sqrt(momentum * momentum + mass * mass)
         theta2_per_x = (ms_scale * highland_theta0_rad(momentum, beta, 1.0, x_station)) ** 2 / x_station
-        for layer in range(model.station_module_first[station], model.station_module_last[station]):
-            z_l = model.module_z[layer]
-            theta2 = theta2_per_x * model.module_x[layer]
+        for layer in range(m_first, m_last):
+            z_l = geom[layer, _GEOM_Z]
+            theta2 = theta2_per_x * geom[layer, _GEOM_X]
             for k in range(n):
-                lever_k = model.module_z[modules[k]] - z_l
+                lever_k = geom[modules[k], _GEOM_Z] - z_l
                 if (lever_k >= 0.0) if downstream else (lever_k <= 0.0):
                     continue
                 for j in range(k + 1):
-                    lever_j = model.module_z[modules[j]] - z_l
+                    lever_j = geom[modules[j], _GEOM_Z] - z_l
                     if (lever_j >= 0.0) if downstream else (lever_j <= 0.0):
                         continue
                     v = theta2 * lever_k * lever_j * (work_a[k, 0] * work_a[j, 0] + work_a[k, 1] * work_a[j, 1])
@@ -494,40 +542,75 @@ def fit_line(model, station, modules, measured, single, n, params, zref, momentu
         return math.inf
     chi2 = math.inf
     for iteration in range(n_iterations + 1):
-        for k in range(n):
-            u, s, ax, ay, _ = predict(model, modules[k], params[0], params[1], params[2], params[3], zref)
-            work_r[k] = measured[k] - u
-            work_j[k, 0], work_j[k, 1], work_j[k, 2], work_j[k, 3] = ax, ay, s * ax, s * ay
-        _forward(work_v, n, work_r)
+        if iteration > 0:
+            for k in range(n):
+                u, s, ax, ay, _ = predict(geom, modules[k], params[0], params[1], params[2], params[3], zref)
+                work_r[k] = measured[k] - u
+                work_j[k, 0], work_j[k, 1], work_j[k, 2], work_j[k, 3] = ax, ay, s * ax, s * ay
+        if iteration == n_iterations:
+            _forward(work_v, n, work_r)
+        else:
+            # whiten the residuals and the Jacobian's columns (forward substitution, the five
+            # independent columns interleaved row by row)
+            for i in range(n):
+                r = work_r[i]
+                v0, v1, v2, v3 = work_j[i, 0], work_j[i, 1], work_j[i, 2], work_j[i, 3]
+                for k in range(i):
+                    w = work_v[i, k]
+                    r -= w * work_r[k]
+                    v0 -= w * work_j[k, 0]
+                    v1 -= w * work_j[k, 1]
+                    v2 -= w * work_j[k, 2]
+                    v3 -= w * work_j[k, 3]
+                d = work_v[i, i]
+                work_r[i] = r / d
+                work_j[i, 0], work_j[i, 1], work_j[i, 2], work_j[i, 3] = v0 / d, v1 / d, v2 / d, v3 / d
         chi2 = 0.0
         for k in range(n):
             chi2 += work_r[k] * work_r[k]
         if iteration == n_iterations:
             break
-        for c in range(4):  # whiten the Jacobian column by column
-            for i in range(n):
-                v = work_j[i, c]
-                for k in range(i):
-                    v -= work_v[i, k] * work_j[k, c]
-                work_j[i, c] = v / work_v[i, i]
-        for a in range(4):
-            gsum = 0.0
-            for i in range(n):
-                gsum += work_j[i, a] * work_r[i]
-            work_g[a] = gsum
-            for b in range(a + 1):
-                v = 0.0
-                for i in range(n):
-                    v += work_j[i, a] * work_j[i, b]
-                work_n[a, b] = v
-                work_n[b, a] = v
+        # gradient J^T r and normal matrix J^T J: the 14 sums accumulated together (each in the
+        # order i = 0 .. n - 1)
+        g0 = g1 = g2 = g3 = 0.0
+        n00 = n10 = n11 = n20 = n21 = n22 = n30 = n31 = n32 = n33 = 0.0
+        for i in range(n):
+            j0, j1, j2, j3, r = work_j[i, 0], work_j[i, 1], work_j[i, 2], work_j[i, 3], work_r[i]
+            g0 += j0 * r
+            g1 += j1 * r
+            g2 += j2 * r
+            g3 += j3 * r
+            n00 += j0 * j0
+            n10 += j1 * j0
+            n11 += j1 * j1
+            n20 += j2 * j0
+            n21 += j2 * j1
+            n22 += j2 * j2
+            n30 += j3 * j0
+            n31 += j3 * j1
+            n32 += j3 * j2
+            n33 += j3 * j3
+        work_g[0], work_g[1], work_g[2], work_g[3] = g0, g1, g2, g3
+        work_n[0, 0], work_n[1, 1], work_n[2, 2], work_n[3, 3] = n00, n11, n22, n33
+        work_n[1, 0] = work_n[0, 1] = n10
+        work_n[2, 0] = work_n[0, 2] = n20
+        work_n[2, 1] = work_n[1, 2] = n21
+        work_n[3, 0] = work_n[0, 3] = n30
+        work_n[3, 1] = work_n[1, 3] = n31
+        work_n[3, 2] = work_n[2, 3] = n32
         if not invert_spd(work_n, 4, cov):
             return math.inf
-        for a in range(4):
-            step = 0.0
-            for b in range(4):
-                step += cov[a, b] * work_g[b]
-            params[a] += step
+        s0 = s1 = s2 = s3 = 0.0
+        for b in range(4):
+            g = work_g[b]
+            s0 += cov[0, b] * g
+            s1 += cov[1, b] * g
+            s2 += cov[2, b] * g
+            s3 += cov[3, b] * g
+        params[0] += s0
+        params[1] += s1
+        params[2] += s2
+        params[3] += s3
     return chi2
 
 
@@ -537,11 +620,25 @@ def stub_mean_u(stub_hit0, stub_hit1, hit_u, k):
     return 0.5 * (hit_u[stub_hit0[k]] + hit_u[stub_hit1[k]])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def fit_stubs(model, station, stubs, stub_hit0, stub_hit1, hit_u, params, zref, momentum, mass, ms_scale, downstream,
               n_iterations, cov, ws):
-    """`fit_line` on a track's stubs (one per module slot of `station`, -1 for none); returns
-    (chi2, ndf).
+    """`fit_line` on a track's stubs (one per module slot of `station`, -1 for none) with the
+    work arrays of the workspace `ws` (`make_workspace`); returns (chi2, ndf). Inlined: it only
+    unpacks the model and the workspace for `fit_stub_arrays`, which takes few arrays."""
+    return fit_stub_arrays(model.module_geom, model.module_table, model.table_both, model.table_low,
+                           model.station_module_first[station], model.station_module_last[station],
+                           model.station_x[station], stubs, stub_hit0, stub_hit1, hit_u, params, zref, momentum, mass,
+                           ms_scale, downstream, n_iterations, cov, ws[7], ws[8], ws[19], ws[20])
+
+
+@njit(cache=True, nogil=True)
+def fit_stub_arrays(geom, module_table, table_both, table_low, m_first, m_last, x_station, stubs, stub_hit0, stub_hit1,
+                    hit_u, params, zref, momentum, mass, ms_scale, downstream, n_iterations, cov, fit_int, fit_work,
+                    fit_jac, fit_normal):
+    """`fit_stubs` on arrays: the `Model` fields, the station's modules m_first .. m_last - 1
+    and x/X0, and the work arrays fit_int (modules x 2), fit_work (modules x (modules + 4)),
+    fit_jac (modules x 4) and fit_normal (4 x 5) of `make_workspace`; returns (chi2, ndf).
 
     A stub's two clusters, moved to the mid-plane along the track (u0 + spacing tan(alpha) / 2,
     u1 - spacing tan(alpha) / 2), agree within one pitch when they come from one particle (each
@@ -549,27 +646,31 @@ def fit_stubs(model, station, stubs, stub_hit0, stub_hit1, hit_u, params, zref, 
     particles that crossed the module within the stub window (the CBC logic of
     `fastsim.detector.stubs`): only the cluster closer to the track is used, with the
     single-cluster resolution."""
-    modules, measured, single = ws[7], ws[19], ws[25]
-    m_first = model.station_module_first[station]
+    nm = fit_int.shape[0]
+    modules, single = fit_int[:, 0], fit_int[:, 1]
+    work_v, work_a = fit_work[:, :nm], fit_work[:, nm:nm + 2]
+    work_r, measured = fit_work[:, nm + 2], fit_work[:, nm + 3]
+    work_j, work_n, work_g = fit_jac, fit_normal[:, :4], fit_normal[:, 4]
     n = 0
-    for slot in range(model.station_module_last[station] - m_first):
+    for slot in range(m_last - m_first):
         k = stubs[slot]
         if k >= 0:
             g = m_first + slot
-            u_pred, _, _, _, tan_alpha = predict(model, g, params[0], params[1], params[2], params[3], zref)
-            half = 0.5 * model.module_spacing[g] * tan_alpha
+            u_pred, _, _, _, tan_alpha = predict(geom, g, params[0], params[1], params[2], params[3], zref)
+            half = 0.5 * geom[g, _GEOM_SPACING] * tan_alpha
             mid0 = hit_u[stub_hit0[k]] + half
             mid1 = hit_u[stub_hit1[k]] - half
             modules[n] = g
-            if abs(mid0 - mid1) <= model.module_pitch[g]:
+            if abs(mid0 - mid1) <= geom[g, _GEOM_PITCH]:
                 measured[n] = 0.5 * (mid0 + mid1)
-                single[n] = False
+                single[n] = 0
             else:
                 measured[n] = mid0 if abs(mid0 - u_pred) <= abs(mid1 - u_pred) else mid1
-                single[n] = True
+                single[n] = 1
             n += 1
-    chi2 = fit_line(model, station, modules, measured, single, n, params, zref, momentum, mass, ms_scale, downstream,
-                    n_iterations, cov, ws[8], ws[9], ws[10], ws[11], ws[12], ws[20])
+    chi2 = fit_line(geom, module_table, table_both, table_low, m_first, m_last, x_station, modules, measured, single, n,
+                    params, zref, momentum, mass, ms_scale, downstream, n_iterations, cov, work_v, work_j, work_r,
+                    work_a, work_n, work_g)
     return chi2, n - 4
 
 
@@ -578,26 +679,30 @@ def _seed_point(model, stub_hit0, stub_hit1, hit_u, g, k, coordinate):
     """(coordinate, z) of stub k of the X (coordinate 0) or Y (1) module g: the point
     centre + u m of its mid-plane, exact because the strips run along the other transverse axis."""
     u = stub_mean_u(stub_hit0, stub_hit1, hit_u, k)
-    return (model.module_centre[g, coordinate] + u * model.module_measure[g, coordinate],
-            model.module_centre[g, 2] + u * model.module_measure[g, 2])
+    geom = model.module_geom
+    return (geom[g, _GEOM_CENTRE + coordinate] + u * geom[g, _GEOM_MEASURE + coordinate],
+            geom[g, _GEOM_CENTRE + 2] + u * geom[g, _GEOM_MEASURE + 2])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def find_station_tracks(model, station, cfg, stub_lo, stub_hi, stub_module, stub_hit0, stub_hit1, hit_u, ws,
                         first_out):
     """Find and fit the tracks of one station from the stubs stub_lo .. stub_hi - 1 of one event
     (any order; those of other stations are ignored).
 
-    Tracks are written from row `first_out` of the workspace's out arrays (ws[13] params
-    (x, y, tx, ty) at the station's reference z, ws[14] cov, ws[15] chi2, ws[16] ndf, ws[17] the
-    stub of each module slot or -1, ws[18] the momentum estimate); returns their number (0 also
-    when a seed module has no stub or more than _MAX_SEED_STUBS)."""
+    Tracks are written from row `first_out` of the workspace's out arrays (ws[9] params
+    (x, y, tx, ty) at the station's reference z, ws[10] cov, ws[11] chi2, ws[12] ndf, ws[13] the
+    stub of each module slot or -1, ws[14] the momentum estimate); returns their number (0 also
+    when a seed module has no stub or more than _MAX_SEED_STUBS). Inlined into the calling kernel
+    (passing the model and the workspace to a function costs two atomic reference-count
+    operations per array)."""
     seeds = model.station_seeds[station]
     if seeds[0] < 0:
         return 0
     seed_stubs, key, cand_stubs, cand_params, cand_cov, cand_chi2, cand_ndf = ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6]
-    out_params, out_cov, out_chi2, out_ndf, out_stubs, out_momentum = ws[13], ws[14], ws[15], ws[16], ws[17], ws[18]
-    lines, line_stubs, counts, cand_nstubs = ws[21], ws[22], ws[23], ws[24]
+    out_params, out_cov, out_chi2, out_ndf, out_stubs, out_momentum = ws[9], ws[10], ws[11], ws[12], ws[13], ws[14]
+    lines, line_stubs, counts, cand_nstubs = ws[15], ws[16], ws[17], ws[18]
+    geom = model.module_geom
     m_first = model.station_module_first[station]
     n_slots = model.station_module_last[station] - m_first
     zref = model.station_zref[station]
@@ -606,9 +711,14 @@ def find_station_tracks(model, station, cfg, stub_lo, stub_hi, stub_module, stub
     max_tracks = min(int(cfg[_MAX_TRACKS]), out_params.shape[0] - first_out)
     max_cand = min(int(cfg[_MAX_CAND]), cand_stubs.shape[0])
     max_lines = lines.shape[1]
-    # stubs of the four seed modules
+    # stubs of the four seed modules; the stubs of every module slot in increasing k with their
+    # mid-plane u (for the confirmation; a slot with more than _MAX_SLOT_STUBS: scan all stubs)
+    slot_n, slot_k, slot_u = ws[23], ws[24], ws[25]
     for q in range(6):
         counts[q] = 0
+    for slot in range(n_slots):
+        slot_n[slot] = 0
+    slot_overflow = False
     for k in range(stub_lo, stub_hi):
         for q in range(4):
             if stub_module[k] == seeds[q]:
@@ -616,6 +726,14 @@ def find_station_tracks(model, station, cfg, stub_lo, stub_hi, stub_module, stub
                     return 0
                 seed_stubs[q, counts[q]] = k
                 counts[q] += 1
+        slot = stub_module[k] - m_first
+        if 0 <= slot < n_slots:
+            if slot_n[slot] < _MAX_SLOT_STUBS:
+                slot_k[slot, slot_n[slot]] = k
+                slot_u[slot, slot_n[slot]] = stub_mean_u(stub_hit0, stub_hit1, hit_u, k)
+                slot_n[slot] += 1
+            else:
+                slot_overflow = True
     if counts[0] == 0 or counts[1] == 0 or counts[2] == 0 or counts[3] == 0:
         return 0
     # projection lines: (position at zref, slope) and their two stubs
@@ -653,13 +771,19 @@ def find_station_tracks(model, station, cfg, stub_lo, stub_hi, stub_module, stub
                 g = m_first + slot
                 if g == seeds[0] or g == seeds[1] or g == seeds[2] or g == seeds[3]:
                     continue
-                u_pred = predict(model, g, x0, y0, tx, ty, zref)[0]
+                u_pred = predict(geom, g, x0, y0, tx, ty, zref)[0]
                 best, best_distance = -1, window
-                for k in range(stub_lo, stub_hi):
-                    if stub_module[k] == g:
-                        distance = abs(stub_mean_u(stub_hit0, stub_hit1, hit_u, k) - u_pred)
+                if slot_overflow:
+                    for k in range(stub_lo, stub_hi):
+                        if stub_module[k] == g:
+                            distance = abs(stub_mean_u(stub_hit0, stub_hit1, hit_u, k) - u_pred)
+                            if distance <= best_distance:
+                                best, best_distance = k, distance
+                else:
+                    for idx in range(slot_n[slot]):
+                        distance = abs(slot_u[slot, idx] - u_pred)
                         if distance <= best_distance:
-                            best, best_distance = k, distance
+                            best, best_distance = slot_k[slot, idx], distance
                 if best >= 0:
                     cand_stubs[n_cand, slot] = best
                     n_stubs += 1
@@ -696,25 +820,8 @@ def find_station_tracks(model, station, cfg, stub_lo, stub_hi, stub_module, stub
                 if b != a and _share(cand_stubs, seed_stubs[0, a], seed_stubs[0, b], n_slots):
                     mask |= 1 << b
             line_stubs[0, a, 0] = mask
-        best_count, best_stubs, best_chi2 = 0, 0, math.inf
-        for subset in range(1, 1 << n_ok):
-            count = 0
-            stubs_used = 0
-            total = 0.0
-            valid = True
-            for a in range(n_ok):
-                if subset & (1 << a):
-                    if subset & line_stubs[0, a, 0]:
-                        valid = False
-                        break
-                    count += 1
-                    stubs_used += cand_nstubs[seed_stubs[0, a]]
-                    total += cand_chi2[seed_stubs[0, a]]
-            if not valid or count > max_tracks:
-                continue
-            if (count > best_count or (count == best_count and stubs_used > best_stubs)
-                    or (count == best_count and stubs_used == best_stubs and total < best_chi2)):
-                best_count, best_stubs, best_chi2, chosen = count, stubs_used, total, subset
+        chosen = best_compatible_set(n_ok, line_stubs[0, :, 0], seed_stubs[0], cand_nstubs, cand_chi2, max_tracks,
+                                     ws[21], ws[22])
     else:
         for _ in range(n_ok):
             pick = -1
@@ -760,6 +867,45 @@ def find_station_tracks(model, station, cfg, stub_lo, stub_hi, stub_module, stub
 
 _MAX_LINES = 256  # projection lines per view and station
 _MAX_EXHAUSTIVE = 12  # candidates up to which the ambiguity resolution tries every compatible set
+_MAX_SLOT_STUBS = 64  # stubs per module listed for the confirmation (more: every stub is scanned)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def best_compatible_set(n, conflicts, index, n_stubs, chi2, max_tracks, stack_int, stack_total):
+    """Bit mask of the best set of mutually compatible candidates 0 .. n - 1 (n <= 62; candidate a
+    is row index[a] of n_stubs and chi2, conflicts[a] the bit mask of those it shares a stub with):
+    at most max_tracks of them, the most, then the most stubs, then the smallest total chi2 (summed
+    in increasing a); among equal sets the smallest bit mask, i.e. the first one met by a scan of
+    every subset in increasing order. Depth-first over the compatible sets only (candidate a in or
+    out, a = 0, 1, ...), pruned when the best count cannot be reached. Work arrays: stack_int
+    (n + 2) x 4, stack_total n + 2."""
+    chosen = 0
+    best_count, best_stubs, best_chi2 = 0, 0, math.inf
+    stack_int[0, 0], stack_int[0, 1], stack_int[0, 2], stack_int[0, 3] = 0, 0, 0, 0  # next a, set, count, stubs
+    stack_total[0] = 0.0
+    top = 1
+    while top > 0:
+        top -= 1
+        a, subset, count, stubs_used = stack_int[top, 0], stack_int[top, 1], stack_int[top, 2], stack_int[top, 3]
+        total = stack_total[top]
+        if a == n:
+            if count > 0 and (count > best_count or (count == best_count and (
+                    stubs_used > best_stubs or (stubs_used == best_stubs and (
+                        total < best_chi2 or (total == best_chi2 and subset < chosen)))))):
+                best_count, best_stubs, best_chi2, chosen = count, stubs_used, total, subset
+            continue
+        if count + n - a < best_count:
+            continue
+        stack_int[top, 0], stack_int[top, 1], stack_int[top, 2], stack_int[top, 3] = a + 1, subset, count, stubs_used
+        stack_total[top] = total
+        top += 1
+        if count < max_tracks and not subset & conflicts[a]:
+            c = index[a]
+            stack_int[top, 0], stack_int[top, 1], stack_int[top, 2] = a + 1, subset | (1 << a), count + 1
+            stack_int[top, 3] = stubs_used + n_stubs[c]
+            stack_total[top] = total + chi2[c]
+            top += 1
+    return chosen
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -792,15 +938,18 @@ def make_workspace(max_modules, max_candidates, max_tracks):
     """The scratch arrays of `find_station_tracks` and `fit_stubs` (one tuple per thread), with
     out arrays for max_tracks tracks."""
     n = max(max_modules, 1)
-    return (np.empty((4, _MAX_SEED_STUBS), np.int64), np.empty(max_candidates),
-            np.empty((max_candidates, n), np.int64), np.empty((max_candidates, 4)),
-            np.empty((max_candidates, 4, 4)), np.empty(max_candidates), np.empty(max_candidates, np.int64),
-            np.empty(n, np.int64), np.empty((n, n)), np.empty((n, 4)), np.empty(n), np.empty((n, 2)),
-            np.empty((4, 4)),
-            np.empty((max_tracks, 4)), np.empty((max_tracks, 4, 4)), np.empty(max_tracks),
-            np.empty(max_tracks, np.int64), np.full((max_tracks, n), -1, np.int64), np.empty(max_tracks),
-            np.empty(n), np.empty(4), np.empty((2, _MAX_LINES, 2)), np.empty((2, _MAX_LINES, 2), np.int64),
-            np.zeros(6, np.int64), np.empty(max_candidates, np.int64), np.empty(n, np.bool_))
+    return (np.empty((4, _MAX_SEED_STUBS), np.int64), np.empty(max_candidates),                      # 0 1
+            np.empty((max_candidates, n), np.int64), np.empty((max_candidates, 4)),                   # 2 3
+            np.empty((max_candidates, 4, 4)), np.empty(max_candidates), np.empty(max_candidates, np.int64),  # 4-6
+            np.empty((n, 2), np.int64), np.empty((n, n + 4)),  # 7 8: fit_int, fit_work (fit_stub_arrays)
+            np.empty((max_tracks, 4)), np.empty((max_tracks, 4, 4)), np.empty(max_tracks),            # 9-11 out
+            np.empty(max_tracks, np.int64), np.full((max_tracks, n), -1, np.int64), np.empty(max_tracks),  # 12-14
+            np.empty((2, _MAX_LINES, 2)), np.empty((2, _MAX_LINES, 2), np.int64),                     # 15 16
+            np.zeros(6, np.int64), np.empty(max_candidates, np.int64),                                # 17 18
+            np.empty((n, 4)), np.empty((4, 5)),                                     # 19 20: fit_jac, fit_normal
+            np.empty((_MAX_EXHAUSTIVE + 2, 4), np.int64), np.empty(_MAX_EXHAUSTIVE + 2),  # 21 22: ambiguity search
+            np.zeros(n, np.int64), np.empty((n, _MAX_SLOT_STUBS), np.int64),              # 23 24: stubs per slot
+            np.empty((n, _MAX_SLOT_STUBS)))                                               # 25: their u
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -813,12 +962,12 @@ def station_stub_count(model, station, lo, hi, stub_module):
     return n
 
 
-@njit(cache=True, nogil=True)
-def track_truth(model, station, stubs, stub_hit0, stub_hit1, hit_particle):
+@njit(cache=True, nogil=True, inline="always")
+def track_truth(n_slots, stubs, stub_hit0, stub_hit1, hit_particle):
     """(particle index, number of hits) of the particle that made most of a track's hits
-    (stubs: the track's stub per module slot, -1 for none); -1 for noise."""
+    (stubs: the track's stub per module slot, -1 for none, n_slots: the station's modules); -1
+    for noise."""
     best, best_count = -1, 0
-    n_slots = model.station_module_last[station] - model.station_module_first[station]
     for slot in range(n_slots):
         for side in range(2):
             k = stubs[slot]
@@ -852,20 +1001,21 @@ def _find_tracks_kernel(model, cfg, max_modules, stub_offsets, stub_module, stub
                     continue
                 n = find_station_tracks(model, station, cfg, lo, hi, stub_module, stub_hit0, stub_hit1, hit_u, ws, 0)
                 if fill:
+                    n_slots = model.station_module_last[station] - model.station_module_first[station]
                     for t in range(n):
                         row = track_offsets[i] + total + t
                         out_station[row] = station
                         for a in range(4):
-                            out_params[row, a] = ws[13][t, a]
+                            out_params[row, a] = ws[9][t, a]
                             for b in range(4):
-                                out_cov[row, a, b] = ws[14][t, a, b]
-                        out_chi2[row] = ws[15][t]
-                        out_ndf[row] = ws[16][t]
+                                out_cov[row, a, b] = ws[10][t, a, b]
+                        out_chi2[row] = ws[11][t]
+                        out_ndf[row] = ws[12][t]
                         n_stubs = 0
                         for slot in range(max_modules):
-                            n_stubs += ws[17][t, slot] >= 0
+                            n_stubs += ws[13][t, slot] >= 0
                         out_nstubs[row] = n_stubs
-                        out_particle[row], out_particle_hits[row] = track_truth(model, station, ws[17][t], stub_hit0,
+                        out_particle[row], out_particle_hits[row] = track_truth(n_slots, ws[13][t], stub_hit0,
                                                                                  stub_hit1, hit_particle)
                 total += n
             counts[i] = total

@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 from numba import njit
 
 from fastsim.config import check_integer, check_range
@@ -59,7 +58,7 @@ class VertexSettings:
         check_integer("iterations", self.iterations, 1, 50)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def target_scattering_variance(length_cm, x0_cm, x_station, momentum_gev, mass_gev, ms_scale):
     """Variance (cm^2, per projection) of the back-extrapolated position over length_cm of target:
     theta0^2 L^2 / 3 with theta0^2 = (ms_scale theta0_Highland(x_station))^2 (L / X0) / x_station."""
@@ -72,10 +71,11 @@ def target_scattering_variance(length_cm, x0_cm, x_station, momentum_gev, mass_g
 
 @njit(cache=True, nogil=True)
 def fit_vertex(n_tracks, params, cov, zref, incoming, momentum, mass, target_front, target_back, target_x0, x_station,
-               ms_scale, iterations, vertex, vertex_cov):
+               ms_scale, iterations, vertex, vertex_cov, work):
     """Common point of tracks 0 .. n_tracks - 1 (params[i] = x, y, tx, ty at zref[i], cov[i]
     4x4; incoming[i] True for the incoming muon). Writes vertex (3) and vertex_cov (3x3) and
-    returns chi2 (nan if the normal matrix is singular). See the module docstring."""
+    returns chi2 (nan if the normal matrix is singular); work: 4 x 3 scratch (no allocation per
+    event). See the module docstring."""
     z = 0.5 * (target_front + target_back)
     x = 0.0
     y = 0.0
@@ -83,8 +83,7 @@ def fit_vertex(n_tracks, params, cov, zref, incoming, momentum, mass, target_fro
         x += params[i, 0] + params[i, 2] * (z - zref[i])
         y += params[i, 1] + params[i, 3] * (z - zref[i])
     vertex[0], vertex[1], vertex[2] = x / n_tracks, y / n_tracks, z
-    normal = np.zeros((3, 3))
-    gradient = np.zeros(3)
+    normal, gradient = work[:3], work[3]
     chi2 = math.nan
     for iteration in range(iterations + 1):
         for a in range(3):
@@ -136,7 +135,7 @@ def fit_vertex(n_tracks, params, cov, zref, incoming, momentum, mass, target_fro
     return chi2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _invert3(a, out):
     """out = inverse of the 3x3 matrix a (cofactors); False if singular."""
     c00 = a[1, 1] * a[2, 2] - a[1, 2] * a[2, 1]

@@ -13,7 +13,7 @@ from fastsim.detector.transport import DetectorSimulation, SimulationSettings, g
 from fastsim.generator.beam import BeamModel
 from fastsim.generator.generate import Generator, GeneratorConfig
 from reco.reconstruct import ReconstructionSettings, reconstruct
-from reco.tracking import TrackingModel, TrackingSettings, find_tracks, pair_resolution_table
+from reco.tracking import TrackingModel, TrackingSettings, best_compatible_set, find_tracks, pair_resolution_table
 
 N_EVENTS = 6000
 NO_MS = SimulationSettings(ms_scale=0.0, bremsstrahlung=False)
@@ -231,3 +231,39 @@ def test_geometry_mismatch_is_a_clear_error(setup):
     with pytest.raises(ValueError, match="confirm_window_cm = -1"):
         TrackingSettings(confirm_window_cm=-1)
     assert isinstance(ReconstructionSettings(), ReconstructionSettings)
+
+
+def _best_set_by_scan(n, conflicts, n_stubs, chi2, max_tracks):
+    """The ambiguity resolution as first written: every subset in increasing order, the first
+    strictly better (count, stubs, -total chi2) kept."""
+    chosen, best = 0, (0, 0, -math.inf)
+    for subset in range(1, 1 << n):
+        members = [a for a in range(n) if subset >> a & 1]
+        if len(members) > max_tracks or any(subset & conflicts[a] for a in members):
+            continue
+        total = 0.0
+        for a in members:
+            total += chi2[a]
+        value = (len(members), sum(n_stubs[a] for a in members), -total)
+        if value > best:
+            chosen, best = subset, value
+    return chosen
+
+
+def test_ambiguity_search_matches_the_scan_of_every_subset():
+    """The depth-first search over compatible sets chooses what the scan of all 2^n subsets chose,
+    ties included (few distinct chi2 and stub counts, so that equal sets are common)."""
+    rng = np.random.default_rng(5)
+    stack_int, stack_total = np.empty((14, 4), np.int64), np.empty(14)
+    for trial in range(400):
+        n = int(rng.integers(1, 11))
+        share = rng.random((n, n)) < rng.choice([0.0, 0.2, 0.5, 0.9])
+        share = np.triu(share, 1)
+        share = share | share.T
+        conflicts = np.array([sum(1 << b for b in range(n) if share[a, b]) for a in range(n)] + [0], np.int64)
+        n_stubs = rng.integers(5, 7, n + 1)
+        chi2 = rng.choice([0.5, 1.25, 3.0, 7.5], n + 1)
+        max_tracks = int(rng.integers(1, 7))
+        index = np.arange(n + 1)
+        expected = _best_set_by_scan(n, conflicts, n_stubs, chi2, max_tracks)
+        assert best_compatible_set(n, conflicts, index, n_stubs, chi2, max_tracks, stack_int, stack_total) == expected
