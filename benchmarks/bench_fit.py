@@ -24,14 +24,12 @@ from systematics.templates import Template, TemplateSample
 from systematics.toys import run_toys
 
 FULL_INV_NB = 1.5e7
-#: Philox stream of this benchmark's angular smearing (used by nothing else).
-SMEARING_STREAM = 991
 
 
 def smeared_sample(n_events, smearing_rad, seed=1):
     config = GeneratorConfig(beam=BeamModel(energy_gev=150.0), elastic=ElasticSettings(ee_min_gev=1.0))
     sample = TemplateSample.from_truth(Generator(config, seed).chunk(0, n_events))
-    noise = rng.normal_array(seed, 0, n_events, SMEARING_STREAM, 2) * smearing_rad
+    noise = rng.normal_array(seed, 0, n_events, rng.STREAM_BENCHMARK_SMEARING, 2) * smearing_rad
     return TemplateSample(sample.theta_e_rad + noise[:, 0], sample.theta_mu_rad + noise[:, 1], sample.weight,
                           sample.true_t_gev2, sample.n_generated, sample.reference, sample.beam_energy_gev)
 

@@ -50,14 +50,17 @@ STREAM_RADIATION = 3  # QED radiative corrections (photon emission at the vertex
 STREAM_PAIR = 4  # pair production
 STREAM_PROCESS = 5  # process choice and vertex (target, depth)
 STREAM_IMPORT = 6  # imported (LHE) samples: anything drawn while reading them
-STREAM_BREMSSTRAHLUNG = 7  # bremsstrahlung in the detector material
+STREAM_BREMSSTRAHLUNG = 7  # bremsstrahlung in a single slab (tests; the detector uses bremsstrahlung_stream)
 STREAM_DIGITIZATION = 8  # strip digitization (cluster charge, resolution)
 STREAM_EFFICIENCY = 9  # hit efficiency
 STREAM_NOISE = 10  # noise hits
 STREAM_PILEUP = 11  # pile-up muons
 STREAM_RESIDUAL_SMEARING = 20  # reco.selection: residual (data/MC) smearing of the reconstructed angles
 STREAM_PARAMETRIC = 21  # reco.parametric: smearing of the truth angles in the parametric mode
+STREAM_BENCHMARK_SMEARING = 991  # benchmarks/bench_fit.py: Gaussian smearing of truth-level templates
+STREAM_CAMPAIGN_SELF_TEST = 999  # studies.campaign: the self-test task of the executors
 _MULTIPLE_SCATTERING_BASE = 1000  # stream of layer l is 1000 + l
+_BREMSSTRAHLUNG_BASE = 100_000  # stream of layer l is 100000 + l
 
 _UINT64_LIMIT = 2**64
 
@@ -231,6 +234,12 @@ def fill_normal(seed, event, stream, out):
 def multiple_scattering_stream(layer_index):
     """Stream of the multiple scattering in layer `layer_index` (>= 0): 1000 + layer_index."""
     return _MULTIPLE_SCATTERING_BASE + layer_index
+
+
+@njit(cache=True, nogil=True)
+def bremsstrahlung_stream(layer_index):
+    """Stream of the bremsstrahlung in layer `layer_index` (>= 0): 100000 + layer_index."""
+    return _BREMSSTRAHLUNG_BASE + layer_index
 
 
 def _validate_uint64(name, value):

@@ -218,8 +218,6 @@ def write_chain(chain: Chain, n_events: int, output_dir, chunk_size: int = 100_0
     import os
     from pathlib import Path
 
-    import numpy as np
-
     import fastsim
     from fastsim.config import check_integer, to_plain
     from fastsim.events import TruthWriter

@@ -72,13 +72,12 @@ from tqdm import tqdm
 
 import fastsim
 from fastsim.config import check_integer, check_range, content_hash, to_plain
-from fastsim.rng import derive_seed, uniform_array, validate_seed
+from fastsim.rng import STREAM_CAMPAIGN_SELF_TEST, derive_seed, uniform_array, validate_seed
 
 FORMAT_VERSION = 1
 _METADATA_KEY = b"muone_campaign"
 _ALLOWED_DTYPES = frozenset(np.dtype(t) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
                                                    np.uint16, np.uint32, np.uint64, np.float32, np.float64))
-_STREAM_SELF_TEST = 999  # named streams of fastsim.rng are small integers, multiple scattering 1000 + l
 
 
 class CampaignError(RuntimeError):
@@ -697,7 +696,7 @@ def uniform_histogram_task(config, shard_seed, shard_index):
     dict
         ``counts`` (int64, events per bin of u in [0, 1)), ``sum_w`` and ``sum_w2`` (float64,
         sums of w = u and w^2 per bin) and ``n_events``; u is `fastsim.rng.uniform_array` of
-        (shard_seed, event, stream 999), so any executor gives identical numbers.
+        (shard_seed, event, STREAM_CAMPAIGN_SELF_TEST), so any executor gives identical numbers.
     """
     n_events = check_integer("events_per_shard", config["events_per_shard"])
     bins = check_integer("bins", config["bins"], 1, 10**7)
@@ -705,7 +704,7 @@ def uniform_histogram_task(config, shard_seed, shard_index):
     edges = np.linspace(0.0, 1.0, bins + 1)
     counts, sum_w, sum_w2 = np.zeros(bins, np.int64), np.zeros(bins), np.zeros(bins)
     for first in range(0, n_events, chunk):
-        u = uniform_array(shard_seed, first, min(chunk, n_events - first), _STREAM_SELF_TEST, 1)[:, 0]
+        u = uniform_array(shard_seed, first, min(chunk, n_events - first), STREAM_CAMPAIGN_SELF_TEST, 1)[:, 0]
         counts += np.histogram(u, edges)[0]
         sum_w += np.histogram(u, edges, weights=u)[0]
         sum_w2 += np.histogram(u, edges, weights=u * u)[0]

@@ -658,9 +658,7 @@ def _configure_bench(parser):
 
 
 def _run_bench(args):
-    from studies.bench import run_benchmarks
-
-    from studies.bench import run_chain_benchmarks
+    from studies.bench import run_benchmarks, run_chain_benchmarks
 
     results = run_benchmarks(args.events, args.threads)
     if args.chain:

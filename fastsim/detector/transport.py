@@ -55,7 +55,6 @@ from fastsim.generator.beam import rotate_from_to
 from fastsim.generator.targets import Target
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV, PDG_ELECTRON, PDG_MUON
 
-_BREM_STREAM_BASE = 100_000  # bremsstrahlung in layer l: stream 100000 + l, draws from particle << 20
 _PARTICLES_PER_EVENT = 4  # incoming muon + up to three outgoing particles
 
 
@@ -168,7 +167,7 @@ def material_step(seed, event, layer, particle, is_electron, energy, mass, path,
     tau = ln(E_in / E_out): the mean of 1/p^2 along the path for an exponential energy loss."""
     momentum = math.sqrt(energy * energy - mass * mass)
     if is_electron and settings[2] != 0.0:
-        fraction, _ = sample_bethe_heitler(seed, event, _BREM_STREAM_BASE + layer, particle << 20, path / x0[layer])
+        fraction, _ = sample_bethe_heitler(seed, event, rng.bremsstrahlung_stream(layer), particle << 20, path / x0[layer])
         exit_energy = max(energy * fraction, mass * (1.0 + 1e-9))
         tau = math.log(energy / exit_energy)
         if tau > 0.0:

@@ -9,11 +9,9 @@ import pytest
 
 from fastsim.detector.digitization import cluster_u_cm, digitize_crossing, expected_resolution_cm
 from fastsim.detector.geometry import Misalignment, load_geometry
-from fastsim.detector.transport import DetectorSimulation, SimulationSettings, geometry_targets
-from fastsim.generator.beam import BeamModel
-from fastsim.generator.generate import Generator, GeneratorConfig
+from fastsim.detector.transport import DetectorSimulation, SimulationSettings
 from reco.reconstruct import ReconstructionSettings, reconstruct
-from reco.tracking import TrackingModel, TrackingSettings, best_compatible_set, find_tracks, pair_resolution_table
+from reco.tracking import TrackingSettings, best_compatible_set, find_tracks, pair_resolution_table
 
 N_EVENTS = 6000
 NO_MS = SimulationSettings(ms_scale=0.0, bremsstrahlung=False)
@@ -21,11 +19,8 @@ FIT_NO_MS = TrackingSettings(ms_scale=0.0)
 
 
 @pytest.fixture(scope="module")
-def setup():
-    geometry = load_geometry("tr2023")
-    beam = BeamModel(spot_x_cm=1.0, spot_y_cm=1.0, divergence_x_rad=2e-4, divergence_y_rad=2e-4)
-    truth = Generator(GeneratorConfig(beam=beam, targets=geometry_targets(geometry)), seed=11).chunk(0, N_EVENTS)
-    return geometry, truth, TrackingModel.from_geometry(geometry)
+def setup(tr2023_sample):
+    return tr2023_sample(11, N_EVENTS)
 
 
 def true_lines(chunk, geometry, tracks):

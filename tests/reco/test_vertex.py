@@ -5,24 +5,18 @@ import math
 import numpy as np
 import pytest
 
-from fastsim.detector.geometry import load_geometry
-from fastsim.detector.transport import DetectorSimulation, SimulationSettings, geometry_targets
-from fastsim.generator.beam import BeamModel
-from fastsim.generator.generate import Generator, GeneratorConfig
+from fastsim.detector.transport import DetectorSimulation, SimulationSettings
 from reco.events import COLUMNS
 from reco.reconstruct import ReconstructionSettings, reconstruct_details
-from reco.tracking import TrackingModel, TrackingSettings
+from reco.tracking import TrackingSettings
 from reco.vertex import VertexSettings, target_scattering_variance
 
 N_EVENTS = 6000
 
 
 @pytest.fixture(scope="module")
-def setup():
-    geometry = load_geometry("tr2023")
-    beam = BeamModel(spot_x_cm=1.0, spot_y_cm=1.0, divergence_x_rad=2e-4, divergence_y_rad=2e-4)
-    truth = Generator(GeneratorConfig(beam=beam, targets=geometry_targets(geometry)), seed=21).chunk(0, N_EVENTS)
-    return geometry, truth, TrackingModel.from_geometry(geometry)
+def setup(tr2023_sample):
+    return tr2023_sample(21, N_EVENTS)
 
 
 # chi2 of 3 degrees of freedom with probability 1e-6. Without scattering, vertices above come from
