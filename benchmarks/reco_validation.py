@@ -116,7 +116,6 @@ def main():
                         for name, array in zip(("sum_w", "sum_w2", "entries"), prediction)})
     print(f"\n## Parametric against full mode: {args.events:.2e} events each, response from "
           f"{args.calibration_events:.2e} events (parametric {fast_time:.0f} s wall)\n")
-    fast, fast_w2, fast_n = predictions[0]
     print(comparison("full", (full, full_w2, full_n), "parametric", predictions[0], args.events))
     if args.control:
         print("\n### Control: two parametric predictions from independent calibration samples\n")
