@@ -258,11 +258,11 @@ def write_chain(chain: Chain, n_events: int, output_dir, chunk_size: int = 100_0
 def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk_size: int = 100_000,
                     progress=None) -> dict:
     """Measure the parametric response (`reco.parametric.calibrate`) from n_events events of the
-    full chain of `config` (elastic events only) and save it to `output` (.npz). The
-    reconstructed events are held in memory (about 0.4 kB an event)."""
+    full chain of `config` (elastic events only) and save it to `output` (.npz). What the
+    calibration needs of each chunk is kept in memory (`reco.parametric.CalibrationSample`,
+    about 50 bytes an event: 1e8 events fit in 5 GB)."""
     from fastsim.config import check_integer
-    from reco.events import RecoEvents
-    from reco.parametric import calibrate
+    from reco.parametric import CalibrationSample, calibrate
 
     n_events = check_integer("events", n_events, 1)
     if config.mode != "full":
@@ -271,11 +271,11 @@ def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk
     parts = []
     for first in range(0, n_events, chunk_size):
         events, _ = chain.reconstructed(first, min(chunk_size, n_events - first))
-        parts.append(events.select(events["process"] == 0))
+        parts.append(CalibrationSample.from_events(events, chain.nominal_geometry, config.selection))
         if progress is not None:
             progress(len(events))
-    events = RecoEvents.concatenate(parts)
-    response = calibrate(events, chain.nominal_geometry, config.selection, config.pid)
+    sample = CalibrationSample.concatenate(parts)
+    response = calibrate(sample, chain.nominal_geometry, config.selection, config.pid)
     path = response.save(output)
-    return {"events": n_events, "elastic_events": len(events), "bins": len(response.table()),
+    return {"events": n_events, "elastic_events": len(sample.weight), "bins": len(response.table()),
             "output": str(path), "config_hash": config.hash, "seed": chain.seed}

@@ -17,26 +17,39 @@ The model. For event i with true angles (theta_e, theta_mu, phi_e, phi_mu), the 
 r = (d theta_e, d theta_mu, d phi_e, d phi_mu) of the electron and muon tracks (reconstructed
 minus true; the track of each particle by truth matching, truth_pdg_1/2) is r_k = w_k(theta_e) z_k:
 w_k is a robust width (half the 15.9-84.1 % quantile range) measured per bin of the true theta_e
-and interpolated linearly between bin centres (so the resolution follows theta_e inside a bin),
-and z is drawn from the empirical distribution of the normalized residual vectors of the bin:
-the calibration keeps the vectors themselves (up to `max_vectors_per_bin`). Resampling whole
-vectors keeps everything the full mode has, without a model: the bias, the non-Gaussian tails
+and interpolated linearly between bin centres, and z is the normalized residual vector of one of
+the `neighbours` calibration events nearest in true theta_e (the calibration keeps the vectors
+with their true theta_e, sorted; all of them unless `max_vectors_per_bin` caps them). Resampling whole vectors
+keeps everything the full mode has, without a model: the bias, the non-Gaussian tails
 (multiple-scattering tails, bremsstrahlung), the linear correlation through the incoming muon's
 direction error (theta_e and theta_mu move in opposite directions) and the correlation of the
 magnitudes (a hard scatter of the electron moves its polar and azimuthal angles together, which
 a product of marginal quantile tables would lose: the acoplanarity and elasticity cuts then
-differ, measured in the closure test). The statistical precision of the response is that of
-the calibration sample. The smeared tracks are ordered by angle and identified with the same
-decision as the full mode (`reco.pid.muon_is_1_kernel`), so the mis-identification near
-theta_e ~ theta_mu is modelled too. Random numbers: one uniform of `fastsim.rng.STREAM_PARAMETRIC`
-keyed by (seed, event_id) picks the vector: independent of the chunking.
+differ, measured in the closure test). Drawing from the nearest neighbours rather than from the
+whole bin keeps structure finer than the bins: the full mode's muon-angle residual varies with
+the true angle on a scale of ~10 urad of theta_mu (measured on run2025, where resampling within
+1 mrad bins of theta_e moved 2-8 % of the events across a 0.4 mrad theta_mu bin edge;
+docs/reconstruction.md; most likely the binary strip readout: with a beam of small divergence
+the hit-position errors of a track are nearly a fixed function of its slope). Along the elastic
+curve theta_mu is a function of theta_e, so the neighbours in theta_e are neighbours in theta_mu
+too; with a wide beam-energy spread or hard radiation they are not, and the response is the
+average over the calibration sample's theta_mu at that theta_e. The response carries the
+statistical error of its calibration sample: with nearest neighbours each histogram bin is
+predicted from the calibration events that feed it, so a response from N events is about as
+uncertain as N full-mode events (calibrate with more events than the study simulates). The
+smeared tracks are ordered by angle and identified with the same decision as the full mode
+(`reco.pid.muon_is_1_kernel`), so the mis-identification near theta_e ~ theta_mu is modelled too.
+Random numbers: one uniform of `fastsim.rng.STREAM_PARAMETRIC` keyed by (seed, event_id) picks
+the neighbour: independent of the chunking.
 
-The efficiency eff(theta_e) (weighted, per bin) is the fraction of events with two reconstructed
-tracks passing the non-kinematic cuts of the selection (golden muon, hits, vertex z). It enters
-the weight of the parametric events (weight = truth weight * eff), and the sample lists these
-cuts in ``metadata["folded_cuts"]`` so that `Selection.apply` does not apply them twice. Vertex z
-is the true one, the tracking columns (hits, incoming track) are left missing. Outside the
-calibrated theta_e range the first / last bin's response is used.
+The efficiency eff(theta_e) (weighted, per bin, interpolated linearly between bin centres like
+the widths) is the fraction of events with two reconstructed tracks passing the non-kinematic
+cuts of the selection (golden muon, hits, vertex z). It enters the weight of the parametric
+events (weight = truth weight * eff), and the sample lists these cuts in
+``metadata["folded_cuts"]`` so that `Selection.apply` does not apply them twice. Vertex z is the
+true one, the tracking columns (hits, incoming track) are left missing. Outside the calibrated
+theta_e range the outer bins' widths and efficiencies and the outermost calibration vectors are
+used.
 
 The response belongs to one geometry: the file records the geometry's name and content hash
 (`fastsim.config.content_hash`) and refuses to load for another one.
@@ -44,6 +57,7 @@ The response belongs to one geometry: the file records the geometry's name and c
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -68,7 +82,8 @@ COMPONENTS = ("theta_e", "theta_mu", "phi_e", "phi_mu")
 _N = len(COMPONENTS)
 _SIGMA_QUANTILES = (0.15865525393145707, 0.8413447460685429)  # Phi(-1), Phi(+1)
 DEFAULT_BIN_WIDTH_RAD = 1e-3  # bins of the true theta_e in `calibrate` by default
-FORMAT_VERSION = 1
+DEFAULT_NEIGHBOURS = 256  # calibration vectors an event's residual is drawn from
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,24 +99,25 @@ class ParametricResponse:
         Mean residual (informational; the residual vectors carry it).
     correlation : ndarray (nb, 4, 4)
         Correlation matrix of the residuals (informational; the vectors carry it).
-    offsets : ndarray (nb + 1,) int64
-        The normalized residual vectors of bin b are residuals[offsets[b]:offsets[b + 1]].
+    vector_theta_e_rad : ndarray (m,) float32
+        True theta_e of the calibration events whose residual vectors are kept, increasing.
     residuals : ndarray (m, 4) float32
-        Normalized residual vectors r_k / w_k(true theta_e) of the calibration events.
+        Their normalized residual vectors r_k / w_k(true theta_e), in the same order.
     efficiency, efficiency_error : ndarray (nb,)
         Weighted efficiency of reconstruction and non-kinematic cuts, with its binomial error.
     events : ndarray (nb,)
         Calibration events per bin (all, before the efficiency).
     geometry_name, geometry_hash : str
     settings : dict
-        pid settings, the folded (non-kinematic) cuts, max_vectors_per_bin, the sample size.
+        pid settings, the folded (non-kinematic) cuts, max_vectors_per_bin, neighbours, the
+        sample size.
     """
 
     theta_e_edges_rad: np.ndarray
     width_rad: np.ndarray
     bias_rad: np.ndarray
     correlation: np.ndarray
-    offsets: np.ndarray
+    vector_theta_e_rad: np.ndarray
     residuals: np.ndarray
     efficiency: np.ndarray
     efficiency_error: np.ndarray
@@ -110,8 +126,8 @@ class ParametricResponse:
     geometry_hash: str
     settings: dict = field(default_factory=dict)
 
-    _ARRAYS = ("theta_e_edges_rad", "width_rad", "bias_rad", "correlation", "offsets", "residuals", "efficiency",
-               "efficiency_error", "events")
+    _ARRAYS = ("theta_e_edges_rad", "width_rad", "bias_rad", "correlation", "vector_theta_e_rad", "residuals",
+               "efficiency", "efficiency_error", "events")
 
     @property
     def n_bins(self) -> int:
@@ -125,12 +141,28 @@ class ParametricResponse:
     def folded_cuts(self) -> list:
         return [dict(spec) for spec in self.settings["folded_cuts"]]
 
+    @property
+    def neighbours(self) -> int:
+        return int(self.settings["neighbours"])
+
+    @functools.cached_property
+    def _rank_grid(self):
+        """(first theta_e, cells per rad, rank at each cell edge) of `vector_theta_e_rad`: the rank
+        of an angle among the vectors, interpolated linearly inside a cell, without a search."""
+        theta = self.vector_theta_e_rad
+        span = max(theta[-1] - theta[0], 1e-12)
+        n_cells = int(min(2 ** 18, max(16, theta.size)))
+        cell_edges = theta[0] + span * np.arange(n_cells + 1) / n_cells
+        return theta[0], n_cells / span, np.searchsorted(theta, cell_edges).astype(np.float64)
+
     def kernel_arrays(self):
+        """The response as the kernels take it: the bins with their lookup grid (`_Axis`), bin
+        centres, widths, efficiency, the rank grid of the vectors, the vectors, the neighbours."""
         edges = np.ascontiguousarray(self.theta_e_edges_rad, dtype=np.float64)
         centres = 0.5 * (edges[1:] + edges[:-1])
-        return (edges, centres, np.ascontiguousarray(self.width_rad),
-                np.ascontiguousarray(self.offsets, dtype=np.int64),
-                np.ascontiguousarray(self.residuals, dtype=np.float32), np.ascontiguousarray(self.efficiency))
+        return (*_Axis(edges).args(), centres, np.ascontiguousarray(self.width_rad),
+                np.ascontiguousarray(self.efficiency), *self._rank_grid,
+                np.ascontiguousarray(self.residuals, dtype=np.float32), min(self.neighbours, self.residuals.shape[0]))
 
     def table(self):
         """Resolution, bias and efficiency per bin as a pandas DataFrame (for reports)."""
@@ -206,6 +238,47 @@ def _track_residuals(events: RecoEvents):
     return residual, np.all(np.isfinite(reco), axis=1)
 
 
+@dataclass(frozen=True, eq=False)
+class CalibrationSample:
+    """What `calibrate` needs of full-mode elastic events: true theta_e (rad), the residual vector
+    (n, 4) of the electron and muon tracks (rad, `COMPONENTS`), whether the event has both tracks
+    and passes the non-kinematic cuts `folded_cuts`, and the weight (ub)."""
+
+    true_theta_e_rad: np.ndarray
+    residual_rad: np.ndarray
+    passing: np.ndarray
+    weight: np.ndarray
+    folded_cuts: list
+    config_hash: str | None = None
+
+    @classmethod
+    def from_events(cls, events: RecoEvents, geometry: Geometry, selection: Selection) -> "CalibrationSample":
+        """The sample of the elastic events (process 0) of `events`, the cuts from `selection`."""
+        if not isinstance(events, RecoEvents):
+            raise ValueError(f"events = {type(events).__name__} must be a reco.events.RecoEvents")
+        events = events.select(events["process"] == 0)
+        true_theta_e = np.asarray(events["true_theta_e_rad"], dtype=np.float64)
+        if not np.all(np.isfinite(true_theta_e)):
+            raise ValueError("events: true_theta_e_rad must be filled (finite) for the calibration")
+        residual, passing = _track_residuals(events)
+        cuts = tuple((name, cut) for name, cut in selection.cuts if not cut.kinematic)
+        for mask in Selection(cuts).masks(events, geometry):
+            passing &= mask
+        return cls(true_theta_e, residual, passing, np.asarray(events["weight"], dtype=np.float64),
+                   selection.non_kinematic_specs(), events.metadata.get("config_hash"))
+
+    @classmethod
+    def concatenate(cls, parts) -> "CalibrationSample":
+        parts = list(parts)
+        if not parts:
+            raise ValueError("CalibrationSample.concatenate needs at least one sample")
+        if any(part.folded_cuts != parts[0].folded_cuts for part in parts):
+            raise ValueError("CalibrationSample.concatenate: the samples were made with different cuts")
+        return cls(*(np.concatenate([getattr(part, name) for part in parts])
+                     for name in ("true_theta_e_rad", "residual_rad", "passing", "weight")),
+                   parts[0].folded_cuts, parts[0].config_hash)
+
+
 def _default_edges(true_theta_e, min_events):
     """Bins of DEFAULT_BIN_WIDTH_RAD from 0 to the largest angle of the sample; the outer bins are
     merged with their neighbours until they hold min_events events (before the efficiency)."""
@@ -221,15 +294,17 @@ def _default_edges(true_theta_e, min_events):
 
 def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | None = None,
               pid_settings: PidSettings | None = None, theta_e_edges_rad=None,
-              max_vectors_per_bin: int = 200_000, min_events_per_bin: int = 50) -> ParametricResponse:
+              max_vectors_per_bin: int | None = None, min_events_per_bin: int = 50,
+              neighbours: int = DEFAULT_NEIGHBOURS) -> ParametricResponse:
     """Measure the parametric response from a full-mode sample.
 
     Parameters
     ----------
-    events : RecoEvents
+    events : RecoEvents or CalibrationSample
         Full-mode reconstructed and identified events (`reco.pid.identify`) with the truth
         columns; only elastic events (process 0) are used. Use events independent of those the
-        response will be validated on.
+        response will be validated on. A `CalibrationSample` holds only what the calibration
+        needs (about 50 bytes an event): `reco.chain.calibrate_chain` builds one chunk by chunk.
     geometry : Geometry
         The geometry of the sample (its name and content hash go into the response; the vertex_z
         cut takes its targets).
@@ -241,35 +316,40 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
     theta_e_edges_rad : array_like, optional
         Bins of the true theta_e; default 1 mrad bins from 0 to the largest angle of the sample
         (outer bins merged until they hold `min_events_per_bin` events).
-    max_vectors_per_bin : int
-        Residual vectors kept per bin (the first ones in event order): bounds the file size
-        (16 bytes a vector).
+    max_vectors_per_bin : int, optional
+        Residual vectors kept per bin (the first ones in event order); default all of them. A
+        cap bounds the file size (20 bytes a vector, 6.5e6 vectors from 1e7 run2025 events) at
+        the cost of precision: the response is then only as precise as the vectors it keeps.
     min_events_per_bin : int
         A bin with fewer reconstructed events raises ValueError (widen the bins or add events).
+    neighbours : int
+        An event's residual vector is drawn from this many calibration vectors nearest in true
+        theta_e (module doc): small enough to follow structure in the response, large enough
+        that nearby events do not share few vectors.
 
     Returns
     -------
     ParametricResponse
     """
-    if not isinstance(events, RecoEvents):
-        raise ValueError(f"events = {type(events).__name__} must be a reco.events.RecoEvents")
     if not isinstance(geometry, Geometry):
         raise ValueError(f"geometry = {type(geometry).__name__} must be a fastsim.detector.geometry.Geometry")
     selection = Selection() if selection is None else selection
     pid_settings = PidSettings() if pid_settings is None else pid_settings
-    max_vectors_per_bin = check_integer("max_vectors_per_bin", max_vectors_per_bin, 1)
+    if max_vectors_per_bin is not None:
+        max_vectors_per_bin = check_integer("max_vectors_per_bin", max_vectors_per_bin, 1)
     min_events_per_bin = check_integer("min_events_per_bin", min_events_per_bin, 2)
-    events = events.select(events["process"] == 0)
-    if len(events) == 0:
+    neighbours = check_integer("neighbours", neighbours, 1)
+    if isinstance(events, RecoEvents):
+        events = CalibrationSample.from_events(events, geometry, selection)
+    elif not isinstance(events, CalibrationSample):
+        raise ValueError(f"events = {type(events).__name__} must be a reco.events.RecoEvents or a CalibrationSample")
+    if events.folded_cuts != selection.non_kinematic_specs():
+        raise ValueError(f"events: the calibration sample was made with the non-kinematic cuts {events.folded_cuts}, "
+                         f"the selection's are {selection.non_kinematic_specs()}")
+    if len(events.weight) == 0:
         raise ValueError("events: the calibration needs elastic events (process 0), there are none")
-    true_theta_e = events["true_theta_e_rad"]
-    if not np.all(np.isfinite(true_theta_e)):
-        raise ValueError("events: true_theta_e_rad must be filled (finite) for the calibration")
-    residual, reconstructed = _track_residuals(events)
-    cuts = tuple((name, cut) for name, cut in selection.cuts if not cut.kinematic)
-    passing = reconstructed.copy()
-    for mask in Selection(cuts).masks(events, geometry):
-        passing &= mask
+    true_theta_e, residual, passing = events.true_theta_e_rad, events.residual_rad, events.passing
+    weight = events.weight
     if theta_e_edges_rad is None:  # bins of enough events that are reconstructed and pass
         if np.count_nonzero(passing) < min_events_per_bin:
             raise ValueError(f"only {np.count_nonzero(passing)} events are reconstructed and pass the non-kinematic "
@@ -284,7 +364,6 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
     index = np.clip(np.searchsorted(edges, true_theta_e, side="right") - 1, 0, nb - 1)
     inside = (true_theta_e >= edges[0]) & (true_theta_e <= edges[-1])
 
-    weight = events["weight"]
     sum_w = np.bincount(index[inside], weights=weight[inside], minlength=nb)
     sum_w2 = np.bincount(index[inside], weights=(weight * weight)[inside], minlength=nb)
     sum_w_pass = np.bincount(index[inside & passing], weights=weight[inside & passing], minlength=nb)
@@ -311,34 +390,18 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
     normalized = residual / _interpolated_width(centres, width, true_theta_e)
 
     correlation = np.stack([np.corrcoef(residual[rows], rowvar=False) for rows in bins])
-    kept = [rows[:max_vectors_per_bin] for rows in bins]
-    offsets = np.concatenate([[0], np.cumsum([rows.size for rows in kept])]).astype(np.int64)
-    vectors = normalized[np.concatenate(kept)].astype(np.float32)
+    kept = np.concatenate([rows if max_vectors_per_bin is None else rows[:max_vectors_per_bin] for rows in bins])
+    kept = kept[np.argsort(true_theta_e[kept], kind="stable")]
 
     settings = {"pid": to_plain(pid_settings), "folded_cuts": [dict(s) for s in selection.non_kinematic_specs()],
-                "max_vectors_per_bin": max_vectors_per_bin, "calibration_events": int(len(events)),
-                "calibration_metadata_hash": events.metadata.get("config_hash")}
-    return ParametricResponse(edges, width, bias, correlation, offsets, vectors, efficiency, efficiency_error, counts,
+                "max_vectors_per_bin": max_vectors_per_bin, "neighbours": neighbours,
+                "calibration_events": int(len(weight)), "calibration_metadata_hash": events.config_hash}
+    return ParametricResponse(edges, width, bias, correlation, true_theta_e[kept].astype(np.float32),
+                              normalized[kept].astype(np.float32), efficiency, efficiency_error, counts,
                               geometry.name, content_hash(geometry), settings)
 
 
 # --- kernels --------------------------------------------------------------------------------
-
-@njit(cache=True, nogil=True)
-def _bin(edges, x):
-    """Index of the bin of `edges` holding x (right edge of the last bin included), -1 outside."""
-    n = edges.size - 1
-    if not (edges[0] <= x <= edges[n]):
-        return -1
-    low, high = 0, n
-    while high - low > 1:
-        mid = (low + high) >> 1
-        if x >= edges[mid]:
-            low = mid
-        else:
-            high = mid
-    return low
-
 
 class _Axis:
     """Bin edges with a lookup grid for O(1) bin finding without branches on random data: the
@@ -358,7 +421,7 @@ class _Axis:
 
 @njit(cache=True, nogil=True)
 def _fast_bin(edges, inv_cell, lookup, x):
-    """`_bin` through the lookup grid of `_Axis`: -1 outside [edges[0], edges[-1]]."""
+    """Bin of `edges` holding x through the lookup grid of `_Axis`: -1 outside [edges[0], edges[-1]]."""
     n = edges.size - 1
     if not (edges[0] <= x <= edges[n]):
         return -1
@@ -370,36 +433,43 @@ def _fast_bin(edges, inv_cell, lookup, x):
 
 
 @njit(cache=True, nogil=True)
-def _response_bin(edges, theta_e):
-    """The response bin of a true theta_e: its bin, the first or the last outside the edges."""
-    b = _bin(edges, theta_e)
-    if b < 0:
-        b = 0 if theta_e < edges[0] else edges.size - 2
-    return b
-
-
-@njit(cache=True, nogil=True)
-def _vector_row(seed, event, b, offsets):
-    """Row of the residual vector of an event of response bin b: one uniform of STREAM_PARAMETRIC."""
-    u = rng.uniform(seed, event, rng.STREAM_PARAMETRIC, 0)
-    count = offsets[b + 1] - offsets[b]
-    return offsets[b] + min(int(u * count), count - 1)
-
-
-@njit(cache=True, nogil=True)
-def _smear(b, z0, z1, z2, z3, theta_e, theta_mu, phi_e, phi_mu, centres, width):
-    """Smeared (theta_e, theta_mu, phi_e, phi_mu) of the electron and muon tracks of an event of
-    response bin b with normalized residual vector z (module docstring)."""
+def _interpolation(edges, inv_cell, lookup, centres, theta_e):
+    """(j, f): theta_e lies at fraction f from response bin centre j to centre j + 1; f = 0 before
+    the first centre and 1 after the last (the outer values held constant)."""
     nb = centres.size
-    # linear interpolation of the widths between bin centres, constant beyond the outer ones
-    if theta_e <= centres[0] or nb == 1:
-        j, f = 0, 0.0
-    elif theta_e >= centres[nb - 1]:
-        j, f = nb - 2, 1.0
+    if nb == 1 or theta_e <= centres[0]:
+        return 0, 0.0
+    if theta_e >= centres[nb - 1]:
+        return nb - 2, 1.0
+    b = _fast_bin(edges, inv_cell, lookup, theta_e)
+    j = b if theta_e >= centres[b] else b - 1
+    return j, (theta_e - centres[j]) / (centres[j + 1] - centres[j])
+
+
+@njit(cache=True, nogil=True)
+def _vector_row(seed, event, theta_e, rank_low, rank_inv_cell, rank_table, n_vectors, neighbours):
+    """Row of the residual vector of an event: one of the `neighbours` calibration vectors nearest
+    in true theta_e (a window around the rank of theta_e, from the rank grid), picked by one
+    uniform of STREAM_PARAMETRIC."""
+    x = (theta_e - rank_low) * rank_inv_cell
+    n_cells = rank_table.size - 1
+    if x <= 0.0:
+        rank = 0.0
+    elif x >= n_cells:
+        rank = float(n_vectors)
     else:
-        j = b if theta_e >= centres[b] else b - 1
-        f = (theta_e - centres[j]) / (centres[j + 1] - centres[j])
-    k = j + 1 if nb > 1 else 0
+        cell = int(x)
+        rank = rank_table[cell] + (x - cell) * (rank_table[cell + 1] - rank_table[cell])
+    first = min(max(int(rank) - neighbours // 2, 0), n_vectors - neighbours)
+    u = rng.uniform(seed, event, rng.STREAM_PARAMETRIC, 0)
+    return first + min(int(u * neighbours), neighbours - 1)
+
+
+@njit(cache=True, nogil=True)
+def _smear(j, f, z0, z1, z2, z3, theta_e, theta_mu, phi_e, phi_mu, width):
+    """Smeared (theta_e, theta_mu, phi_e, phi_mu) of the electron and muon tracks of an event with
+    normalized residual vector z, the widths interpolated at (j, f) (`_interpolation`)."""
+    k = min(j + 1, width.shape[0] - 1)
     w0 = width[j, 0] + f * (width[k, 0] - width[j, 0])
     w1 = width[j, 1] + f * (width[k, 1] - width[j, 1])
     w2 = width[j, 2] + f * (width[k, 2] - width[j, 2])
@@ -412,23 +482,32 @@ def _smear(b, z0, z1, z2, z3, theta_e, theta_mu, phi_e, phi_mu, centres, width):
     return te, tm, wrap_angle_kernel(pe), wrap_angle_kernel(pm)
 
 
+@njit(cache=True, nogil=True)
+def _efficiency(j, f, efficiency):
+    """The efficiency interpolated at (j, f) (`_interpolation`)."""
+    k = min(j + 1, efficiency.size - 1)
+    return efficiency[j] + f * (efficiency[k] - efficiency[j])
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def _apply_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_mu_true, weight, edges, centres,
-                  width, offsets, residuals, efficiency, beam_energy_gev, muon_limit, sigma_mu, sigma_e0,
-                  scattering, theta_1, phi_1, theta_2, phi_2, pdg_1, pdg_2, muon_is_1, theta_e, theta_mu, phi_e,
-                  phi_mu, acoplanarity, elasticity, weight_out):
+def _apply_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_mu_true, weight, edges, inv_cell,
+                  lookup, centres, width, efficiency, rank_low, rank_inv_cell, rank_table, residuals, neighbours,
+                  beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, theta_1, phi_1, theta_2, phi_2, pdg_1,
+                  pdg_2, muon_is_1, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, weight_out):
+    n_vectors = residuals.shape[0]
     for i in prange(event_id.size):
-        b = _response_bin(edges, theta_e_true[i])
-        row = _vector_row(seed, np.uint64(event_id[i]), b, offsets)
-        te, tm, pe, pm = _smear(b, residuals[row, 0], residuals[row, 1], residuals[row, 2], residuals[row, 3],
-                                theta_e_true[i], theta_mu_true[i], phi_e_true[i], phi_mu_true[i], centres, width)
+        j, f = _interpolation(edges, inv_cell, lookup, centres, theta_e_true[i])
+        row = _vector_row(seed, np.uint64(event_id[i]), theta_e_true[i], rank_low, rank_inv_cell, rank_table,
+                          n_vectors, neighbours)
+        te, tm, pe, pm = _smear(j, f, residuals[row, 0], residuals[row, 1], residuals[row, 2], residuals[row, 3],
+                                theta_e_true[i], theta_mu_true[i], phi_e_true[i], phi_mu_true[i], width)
         if te >= tm:
             theta_1[i], phi_1[i], pdg_1[i], theta_2[i], phi_2[i], pdg_2[i] = te, pe, PDG_ELECTRON, tm, pm, PDG_MUON
         else:
             theta_1[i], phi_1[i], pdg_1[i], theta_2[i], phi_2[i], pdg_2[i] = tm, pm, PDG_MUON, te, pe, PDG_ELECTRON
         identify_kernel(i, theta_1, phi_1, theta_2, phi_2, beam_energy_gev, muon_limit, sigma_mu, sigma_e0,
                         scattering, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, muon_is_1)
-        weight_out[i] = weight[i] * efficiency[b]
+        weight_out[i] = weight[i] * _efficiency(j, f, efficiency)
 
 
 # Events go in sub-blocks: first the rows of their residual vectors, then a tight loop that only
@@ -439,27 +518,25 @@ _SUB_BLOCK = 1024
 
 @njit(cache=True, nogil=True)
 def _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_mu_true, weight, start, stop,
-                     edges, inv_cell, lookup, centres, width, offsets, residuals, efficiency, beam_energy_gev,
-                     muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges, x_inv_cell, x_lookup, y_edges,
-                     y_inv_cell, y_lookup, sum_w, sum_w2):
-    bins = np.empty(_SUB_BLOCK, dtype=np.int64)
+                     edges, inv_cell, lookup, centres, width, efficiency, rank_low, rank_inv_cell, rank_table,
+                     residuals, neighbours, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges,
+                     x_inv_cell, x_lookup, y_edges, y_inv_cell, y_lookup, sum_w, sum_w2):
+    n_vectors = residuals.shape[0]
     rows = np.empty(_SUB_BLOCK, dtype=np.int64)
     z = np.empty((_SUB_BLOCK, 4), dtype=np.float32)
     for block in range(start, stop, _SUB_BLOCK):
         n = min(_SUB_BLOCK, stop - block)
         for j in range(n):
-            theta = theta_e_true[block + j]
-            b = _fast_bin(edges, inv_cell, lookup, theta)
-            bins[j] = b if b >= 0 else (0 if theta < edges[0] else edges.size - 2)
-            rows[j] = _vector_row(seed, np.uint64(event_id[block + j]), bins[j], offsets)
+            rows[j] = _vector_row(seed, np.uint64(event_id[block + j]), theta_e_true[block + j], rank_low,
+                                  rank_inv_cell, rank_table, n_vectors, neighbours)
         for j in range(n):
             for c in range(4):
                 z[j, c] = residuals[rows[j], c]
         for j in range(n):
             i = block + j
-            b = bins[j]
-            te, tm, pe, pm = _smear(b, z[j, 0], z[j, 1], z[j, 2], z[j, 3], theta_e_true[i], theta_mu_true[i],
-                                    phi_e_true[i], phi_mu_true[i], centres, width)
+            b, f = _interpolation(edges, inv_cell, lookup, centres, theta_e_true[i])
+            te, tm, pe, pm = _smear(b, f, z[j, 0], z[j, 1], z[j, 2], z[j, 3], theta_e_true[i], theta_mu_true[i],
+                                    phi_e_true[i], phi_mu_true[i], width)
             t1, t2, p1, p2 = (te, tm, pe, pm) if te >= tm else (tm, te, pm, pe)
             if muon_is_1_kernel(t1, t2, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering):
                 te, tm, pe, pm = t2, t1, p2, p1
@@ -475,24 +552,25 @@ def _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, ph
             iy = _fast_bin(y_edges, y_inv_cell, y_lookup, tm)
             if ix < 0 or iy < 0:
                 continue
-            w = weight[i] * efficiency[b]
+            w = weight[i] * _efficiency(b, f, efficiency)
             sum_w[ix, iy] += w
             sum_w2[ix, iy] += w * w
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _histogram_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_mu_true, weight, edges, inv_cell,
-                      lookup, centres, width, offsets, residuals, efficiency, beam_energy_gev, muon_limit, sigma_mu,
-                      sigma_e0, scattering, cuts, x_edges, x_inv_cell, x_lookup, y_edges, y_inv_cell, y_lookup,
-                      sum_w, sum_w2):
+                      lookup, centres, width, efficiency, rank_low, rank_inv_cell, rank_table, residuals, neighbours,
+                      beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges, x_inv_cell, x_lookup,
+                      y_edges, y_inv_cell, y_lookup, sum_w, sum_w2):
     # one histogram per block of events, summed at the end: no two threads write the same bins
     n_blocks = sum_w.shape[0]
     n = event_id.size
     for k in prange(n_blocks):
         _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_mu_true, weight,
                          k * n // n_blocks, (k + 1) * n // n_blocks, edges, inv_cell, lookup, centres, width,
-                         offsets, residuals, efficiency, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering,
-                         cuts, x_edges, x_inv_cell, x_lookup, y_edges, y_inv_cell, y_lookup, sum_w[k], sum_w2[k])
+                         efficiency, rank_low, rank_inv_cell, rank_table, residuals, neighbours, beam_energy_gev,
+                         muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges, x_inv_cell, x_lookup, y_edges,
+                         y_inv_cell, y_lookup, sum_w[k], sum_w2[k])
 
 
 # --- Python layer ---------------------------------------------------------------------------
@@ -525,6 +603,9 @@ def _truth_arrays(truth) -> dict:
         out[key] = np.ascontiguousarray(source[key], dtype=np.float64)
         if out[key].shape != (n,):
             raise ValueError(f"truth: {key} has shape {out[key].shape}, expected ({n},)")
+        if key.endswith("_rad") and not np.all(np.isfinite(out[key])):
+            raise ValueError(f"truth: {key} has {int(np.count_nonzero(~np.isfinite(out[key])))} values that are not "
+                             "finite; the parametric mode needs the true angles of every event")
     if np.any(out["event_id"] < 0):
         raise ValueError("truth: event_id must be >= 0 (it keys the random numbers)")
     process = np.asarray(source.get("process", np.zeros(n, dtype=np.int8)))
@@ -632,9 +713,8 @@ def histogram(truth, response: ParametricResponse, seed: int, selection: Selecti
     n_blocks = numba.get_num_threads() if n_blocks is None else check_integer("n_blocks", n_blocks, 1, 4096)
     shape = (n_blocks, x_edges.size - 1, y_edges.size - 1)
     sum_w, sum_w2 = np.zeros(shape), np.zeros(shape)
-    edges, centres, width, offsets, residuals, efficiency = response.kernel_arrays()
     _histogram_kernel(seed, data["event_id"], data["e_theta_rad"], data["mu_theta_rad"], data["e_phi_rad"],
-                      data["mu_phi_rad"], data["weight"], *_Axis(edges).args(), centres, width, offsets, residuals,
-                      efficiency, *response.pid_settings.kernel_args(), kinematic_bounds(selection),
+                      data["mu_phi_rad"], data["weight"], *response.kernel_arrays(),
+                      *response.pid_settings.kernel_args(), kinematic_bounds(selection),
                       *_Axis(x_edges).args(), *_Axis(y_edges).args(), sum_w, sum_w2)
     return sum_w.sum(axis=0), sum_w2.sum(axis=0)

@@ -20,7 +20,9 @@ Per event (one numba kernel, prange over blocks of events, no Python per event):
 3. the incoming muon is the track of station s - 1 that passes closest, at the target centre of s,
    to the mean position of the outgoing tracks; it is refitted with the multiple scattering of its
    station referred to its downstream end and the nominal beam momentum, and its parameters are
-   given at the target centre (`in_*`). For s = 0 (no upstream station) there is no incoming
+   given at the target centre (`in_*`). A station without a target in front of the first target
+   is an upstream telescope: it measures the incoming muon of that target like any upstream
+   station (tests/reco/test_chain.py). For s = 0 (no upstream station) there is no incoming
    track: has_incoming is False and the angles are measured from the z axis;
 4. the two outgoing tracks are the two best of station s (most stubs, then chi2/ndf); they are
    refitted with the momenta of the elastic hypothesis (which is the electron) that matches

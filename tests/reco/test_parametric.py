@@ -13,7 +13,7 @@ from fastsim.detector.geometry import load_geometry
 from fastsim.generator.generate import Generator, GeneratorConfig
 from fastsim.physics.kinematics import ElasticKinematics
 from reco.events import RecoEvents
-from reco.parametric import ParametricResponse, apply, calibrate, histogram
+from reco.parametric import CalibrationSample, ParametricResponse, apply, calibrate, histogram
 from reco.pid import identify
 from reco.selection import Selection
 
@@ -26,6 +26,10 @@ SMEAR_SEED = 99
 # electron constant term and multiple scattering k / E_e, a 3 % tail with 4x the width.
 SIGMA_IN, SIGMA_MU, SIGMA_E0, SCATTERING_RAD_GEV = 2e-5, 2e-5, 2e-5, 3.3e-3
 TAIL_FRACTION, TAIL_SCALE = 0.03, 4.0
+# A muon polar-angle bias that oscillates with the true theta_mu, finer than the response's 1 mrad
+# theta_e bins (~30-300 urad of theta_mu a bin here): the kind of structure a binary strip readout
+# gives the full mode (reco.parametric module doc).
+STRUCTURE_RAD, STRUCTURE_PERIOD_RAD = 12e-6, 100e-6
 
 
 def truth_sample(first, n):
@@ -35,7 +39,8 @@ def truth_sample(first, n):
 def full_mode(truth, ms_scale=1.0):
     """A synthetic full-mode RecoEvents: track slopes smeared with a known correlated resolution
     (a common incoming-direction error, independent track errors with a tail), a hit-count
-    inefficiency rising with theta_e, 1 % events with one track lost."""
+    inefficiency rising with theta_e, 1 % events with one track lost, and a muon bias with fine
+    structure in the true theta_mu."""
     n = len(truth)
     ids = truth["event_id"]
     z = np.concatenate([rng.normal_array(SMEAR_SEED, int(ids[0]), n, TEST_STREAM, 8)], axis=0)
@@ -46,13 +51,14 @@ def full_mode(truth, ms_scale=1.0):
     sigma_mu = np.where(u[:, 1] < TAIL_FRACTION, TAIL_SCALE * SIGMA_MU, SIGMA_MU)
     dx, dy = SIGMA_IN * z[:, 0], SIGMA_IN * z[:, 1]
 
-    def track(theta, phi, sigma, zx, zy):
-        sx = theta * np.cos(phi) + sigma * zx - dx
-        sy = theta * np.sin(phi) + sigma * zy - dy
+    def track(theta, phi, sigma, zx, zy, bias=0.0):
+        sx = (theta + bias) * np.cos(phi) + sigma * zx - dx
+        sy = (theta + bias) * np.sin(phi) + sigma * zy - dy
         return np.hypot(sx, sy), np.arctan2(sy, sx)
 
     te, pe = track(truth["e_theta_rad"], truth["e_phi_rad"], sigma_e, z[:, 2], z[:, 3])
-    tm, pm = track(truth["mu_theta_rad"], truth["mu_phi_rad"], sigma_mu, z[:, 4], z[:, 5])
+    structure = STRUCTURE_RAD * np.sin(2 * math.pi * truth["mu_theta_rad"] / STRUCTURE_PERIOD_RAD)
+    tm, pm = track(truth["mu_theta_rad"], truth["mu_phi_rad"], sigma_mu, z[:, 4], z[:, 5], structure)
     lost = u[:, 2] < 0.01
     te = np.where(lost, np.nan, te)
     one = ~(tm > te)
@@ -79,8 +85,10 @@ YE = np.linspace(0.2e-3, 1.5e-3, 53)  # 25 urad bins: comparable to the resoluti
 
 @pytest.fixture(scope="module")
 def samples():
-    """Independent events: calibration [0, N), full-mode validation [N, 2N), parametric [2N, 3N)."""
-    calibration = full_mode(truth_sample(0, N))
+    """Independent events: full-mode validation [N, 2N), parametric [2N, 3N), calibration
+    [3N, 7N): four times the validation, so that the response's own statistical error (which the
+    chi2 leaves out) stays small next to the validation's."""
+    calibration = full_mode(truth_sample(3 * N, 4 * N))
     return {"calibration": calibration, "response": calibrate(calibration, GEOMETRY),
             "validation": Selection().apply(full_mode(truth_sample(N, N)), GEOMETRY),
             "truth": truth_sample(2 * N, N)}
@@ -118,6 +126,15 @@ def test_closure_test_detects_a_wrong_resolution(samples):
     assert chi2_p_value(a, va, b, vb)[0] < 1e-3
 
 
+def test_closure_test_detects_lost_fine_structure(samples):
+    # negative control: drawing the residual from all calibration events (an infinitely wide
+    # window) loses the muon bias's structure in theta_mu, and the closure test must see it
+    wide = calibrate(samples["calibration"], GEOMETRY, neighbours=10 ** 9)
+    a, va = selected_histogram(samples["validation"])
+    b, vb = histogram(samples["truth"], wide, 5, Selection(), XE, YE)
+    assert chi2_p_value(a, va, b, vb)[0] < 1e-6
+
+
 def test_efficiency_and_resolution_are_measured(samples):
     response, calibration = samples["response"], samples["calibration"]
     # efficiency: 1 % of events lose a track, then n_hits_out fails with probability 0.02 + 2 theta_e
@@ -132,6 +149,19 @@ def test_efficiency_and_resolution_are_measured(samples):
     assert np.all(np.abs(response.width_rad[5:25, 1] / core - 1) < 0.1)
     # theta_e and theta_mu anti-correlated through the incoming direction where theta_e is small
     assert response.correlation[5, 0, 1] < -0.03
+
+
+def test_calibration_from_chunks_equals_calibration_from_events(samples):
+    # what calibrate_chain does: the compact sample chunk by chunk, then one calibration
+    calibration = samples["calibration"]
+    rows = np.arange(len(calibration))
+    parts = [CalibrationSample.from_events(calibration.select((rows >= a) & (rows < b)), GEOMETRY, Selection())
+             for a, b in ((0, 123_457), (123_457, 4 * N))]
+    response = calibrate(CalibrationSample.concatenate(parts), GEOMETRY)
+    for name in ParametricResponse._ARRAYS:
+        assert np.array_equal(getattr(response, name), getattr(samples["response"], name)), name
+    with pytest.raises(ValueError, match="made with the non-kinematic cuts"):
+        calibrate(parts[0], GEOMETRY, Selection.from_dict({"cuts": ["golden_muon"]}))
 
 
 def test_histogram_equals_apply_then_selection(samples):
@@ -185,4 +215,8 @@ def test_bad_inputs(samples):
     with pytest.raises(ValueError, match="non-kinematic cuts"):
         histogram(truth, response, 1, Selection.from_dict({"hits_out": {"max_hits": 10}}), XE, YE)
     with pytest.raises(ValueError, match="fewer than min_events_per_bin"):
-        calibrate(samples["calibration"].select(np.arange(N) < 2000), GEOMETRY, theta_e_edges_rad=[0, 1e-4, 0.04])
+        calibrate(samples["calibration"].select(np.arange(4 * N) < 2000), GEOMETRY, theta_e_edges_rad=[0, 1e-4, 0.04])
+    with pytest.raises(ValueError, match="neighbours = 0 is outside"):
+        calibrate(samples["calibration"], GEOMETRY, neighbours=0)
+    with pytest.raises(ValueError, match="truth: e_theta_rad has 1 values that are not finite"):
+        apply({**truth, "process": np.zeros(3), "e_theta_rad": np.array([0.01, np.nan, 0.02])}, response, 1)

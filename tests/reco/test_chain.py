@@ -1,0 +1,61 @@
+"""The chain on a geometry with an upstream telescope: a station without a target in front of the
+first target measures the incoming muon of the events in that target."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from fastsim.detector.geometry import geometry_table
+from reco.chain import Chain, ChainConfig
+
+N_EVENTS = 20_000
+
+
+def with_telescope(name):
+    """The geometry table of preset `name` with a copy of its first station, without target,
+    1 m upstream."""
+    table = geometry_table(name)
+    telescope = copy.deepcopy(table["stations"][0])
+    telescope.pop("target")
+    telescope.update(name="telescope", z_origin_cm=table["stations"][0]["z_origin_cm"] - 100.0)
+    table["stations"].insert(0, telescope)
+    table["name"] = f"{name}_telescope"
+    return table
+
+
+def core_width(values):
+    low, high = np.quantile(values, [0.16, 0.84])
+    return 0.5 * (high - low)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return {label: next(Chain(ChainConfig.from_dict({"geometry": geometry}), 11).run(N_EVENTS, N_EVENTS))
+            for label, geometry in (("plain", "run2025"), ("telescope", with_telescope("run2025")))}
+
+
+def test_first_target_has_an_incoming_muon_only_with_a_telescope(runs):
+    plain, telescope = runs["plain"], runs["telescope"]
+    in_first = plain["true_vertex_z_cm"] < 50.0  # run2025: targets at z = 0, 100, 200 cm
+    assert in_first.sum() > N_EVENTS / 4
+    assert not np.any(plain["has_incoming"][in_first])
+    assert np.array_equal(telescope["true_vertex_z_cm"], plain["true_vertex_z_cm"])  # same events
+    assert np.mean(telescope["has_incoming"][in_first]) > 0.99
+    assert np.mean(telescope["has_incoming"][~in_first]) > 0.99
+    # the telescope's station holds no vertex: the interaction stations are the targets' (1, 2, 3)
+    assert set(np.unique(telescope["station"][telescope["station"] >= 0])) <= {1, 2, 3}
+
+
+def test_telescope_measures_the_muon_angle_like_an_upstream_station(runs):
+    # theta_mu resolution of the first target (incoming from the telescope) against the second
+    # (incoming from the first station, whose target adds scattering upstream): same to 15 %
+    events = runs["telescope"]
+    usable = events["has_incoming"] & (events["n_tracks_out"] >= 2) & (events["true_theta_e_rad"] > 0.01)
+    residual = events["theta_mu_rad"] - events["true_theta_mu_rad"]
+    first = usable & (events["true_vertex_z_cm"] < 50.0)
+    second = usable & (events["true_vertex_z_cm"] > 50.0) & (events["true_vertex_z_cm"] < 150.0)
+    assert first.sum() > 1000 and second.sum() > 1000
+    assert core_width(residual[first]) / core_width(residual[second]) == pytest.approx(1.0, abs=0.15)
+    selected = [np.mean(events["selected"][rows]) for rows in (first, second)]
+    assert selected[0] == pytest.approx(selected[1], abs=0.05)
