@@ -256,15 +256,19 @@ def write_chain(chain: Chain, n_events: int, output_dir, chunk_size: int = 100_0
 
 
 def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk_size: int = 100_000,
-                    progress=None) -> dict:
+                    progress=None, neighbours: int | None = None, max_vectors_per_bin: int | None = None) -> dict:
     """Measure the parametric response (`reco.parametric.calibrate`) from n_events events of the
     full chain of `config` (elastic events only) and save it to `output` (.npz). What the
     calibration needs of each chunk is kept in memory (`reco.parametric.CalibrationSample`,
-    about 50 bytes an event: 1e8 events fit in 5 GB)."""
+    about 50 bytes an event: 1e8 events fit in 5 GB). `neighbours` and `max_vectors_per_bin` go to
+    `reco.parametric.calibrate` (defaults there)."""
     from fastsim.config import check_integer
-    from reco.parametric import CalibrationSample, calibrate
+    from reco.parametric import DEFAULT_NEIGHBOURS, CalibrationSample, calibrate
 
     n_events = check_integer("events", n_events, 1)
+    neighbours = DEFAULT_NEIGHBOURS if neighbours is None else check_integer("neighbours", neighbours, 1)
+    if max_vectors_per_bin is not None:  # checked before the events are simulated
+        max_vectors_per_bin = check_integer("max_vectors_per_bin", max_vectors_per_bin, 1)
     if config.mode != "full":
         raise ValueError("calibrate: the response is measured from the full reconstruction (mode = 'full')")
     chain = Chain(config, seed)
@@ -275,7 +279,9 @@ def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk
         if progress is not None:
             progress(len(events))
     sample = CalibrationSample.concatenate(parts)
-    response = calibrate(sample, chain.nominal_geometry, config.selection, config.pid)
+    response = calibrate(sample, chain.nominal_geometry, config.selection, config.pid,
+                         max_vectors_per_bin=max_vectors_per_bin, neighbours=neighbours)
     path = response.save(output)
     return {"events": n_events, "elastic_events": len(sample.weight), "bins": len(response.table()),
-            "output": str(path), "config_hash": config.hash, "seed": chain.seed}
+            "vectors": int(response.residuals.shape[0]), "neighbours": response.neighbours,
+            "file_bytes": path.stat().st_size, "output": str(path), "config_hash": config.hash, "seed": chain.seed}

@@ -353,6 +353,12 @@ def _run_simulate(args):
 def _configure_calibrate(parser):
     add_chain_options(parser)
     parser.add_argument("--output", required=True, metavar="FILE.npz", help="response file for --mode parametric")
+    parser.add_argument("--neighbours", type=int, metavar="K",
+                        help="draw each event's residual from the K calibration events nearest in true theta_e "
+                             "(default 256)")
+    parser.add_argument("--max-vectors-per-bin", type=int, metavar="N",
+                        help="keep at most N residual vectors per 1 mrad theta_e bin (smaller file, less precise); "
+                             "default all")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     return _run_calibrate
 
@@ -364,8 +370,11 @@ def _run_calibrate(args):
 
     config = chain_config_from_args(args, mode="full")
     with tqdm(total=args.events, unit="ev", desc="calibrate", file=sys.stderr, disable=None) as bar:
-        summary = calibrate_chain(config, args.events, args.seed, args.output, args.chunk_size, progress=bar.update)
-    print_result(args, summary, [f"response of {summary['events']} events ({summary['bins']} theta_e bins) -> {summary['output']}"])
+        summary = calibrate_chain(config, args.events, args.seed, args.output, args.chunk_size, progress=bar.update,
+                                  neighbours=args.neighbours, max_vectors_per_bin=args.max_vectors_per_bin)
+    print_result(args, summary, [f"response of {summary['events']} events ({summary['bins']} theta_e bins, "
+                                 f"{summary['vectors']} residual vectors, {summary['file_bytes'] / 1e6:.1f} MB) "
+                                 f"-> {summary['output']}"])
 
 
 # --- histogram / fit / toys -------------------------------------------------------------------

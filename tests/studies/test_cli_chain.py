@@ -87,7 +87,13 @@ def test_calibrate_then_parametric_simulate(tmp_path, capsys):
     response = tmp_path / "response.npz"
     summary = run_json(capsys, ["calibrate", "--preset", "run2025", "--events", "20000", "--seed", "8",
                                 "--output", str(response), "--json"])
-    assert summary["bins"] >= 3
+    assert summary["bins"] >= 3 and summary["neighbours"] == 256 and summary["file_bytes"] > 0
+    capped = run_json(capsys, ["calibrate", "--preset", "run2025", "--events", "20000", "--seed", "8", "--output",
+                               str(tmp_path / "capped.npz"), "--neighbours", "32", "--max-vectors-per-bin", "100", "--json"])
+    assert capped["neighbours"] == 32 and capped["vectors"] <= 100 * capped["bins"] < summary["vectors"]
+    assert "neighbours = 0 is outside" in error_line(capsys, ["calibrate", "--preset", "run2025", "--events", "20000",
+                                                              "--seed", "8", "--output", str(tmp_path / "bad.npz"),
+                                                              "--neighbours", "0"])
     parametric = run_json(capsys, ["simulate", "--preset", "run2025", "--events", "20000", "--seed", "9", "--mode",
                                    "parametric", "--calibration", str(response), "--output", str(tmp_path / "p"), "--json"])
     full = run_json(capsys, ["simulate", "--preset", "run2025", "--events", "20000", "--seed", "9",
