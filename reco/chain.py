@@ -259,9 +259,9 @@ def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk
                     progress=None, neighbours: int | None = None, max_vectors_per_bin: int | None = None) -> dict:
     """Measure the parametric response (`reco.parametric.calibrate`) from n_events events of the
     full chain of `config` (elastic events only) and save it to `output` (.npz). What the
-    calibration needs of each chunk is kept in memory (`reco.parametric.CalibrationSample`,
-    about 50 bytes an event: 1e8 events fit in 5 GB). `neighbours` and `max_vectors_per_bin` go to
-    `reco.parametric.calibrate` (defaults there)."""
+    calibration needs of each chunk is kept in memory (`reco.parametric.CalibrationSample`, 49
+    bytes an event; `calibrate` on 3e7 events peaks at 4.3 GB, sample included). `neighbours`
+    and `max_vectors_per_bin` go to `reco.parametric.calibrate` (defaults there)."""
     from fastsim.config import check_integer
     from reco.parametric import DEFAULT_NEIGHBOURS, CalibrationSample, calibrate
 
@@ -279,6 +279,7 @@ def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk
         if progress is not None:
             progress(len(events))
     sample = CalibrationSample.concatenate(parts)
+    del parts
     response = calibrate(sample, chain.nominal_geometry, config.selection, config.pid,
                          max_vectors_per_bin=max_vectors_per_bin, neighbours=neighbours)
     path = response.save(output)

@@ -304,7 +304,7 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
         Full-mode reconstructed and identified events (`reco.pid.identify`) with the truth
         columns; only elastic events (process 0) are used. Use events independent of those the
         response will be validated on. A `CalibrationSample` holds only what the calibration
-        needs (about 50 bytes an event): `reco.chain.calibrate_chain` builds one chunk by chunk.
+        needs (49 bytes an event): `reco.chain.calibrate_chain` builds one chunk by chunk.
     geometry : Geometry
         The geometry of the sample (its name and content hash go into the response; the vertex_z
         cut takes its targets).
@@ -318,7 +318,7 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
         (outer bins merged until they hold `min_events_per_bin` events).
     max_vectors_per_bin : int, optional
         Residual vectors kept per bin (the first ones in event order); default all of them. A
-        cap bounds the file size (20 bytes a vector, 6.5e6 vectors from 1e7 run2025 events) at
+        cap bounds the file size (20 bytes a vector, 6.4e6 vectors from 1e7 run2025 events) at
         the cost of precision: the response is then only as precise as the vectors it keeps.
     min_events_per_bin : int
         A bin with fewer reconstructed events raises ValueError (widen the bins or add events).
@@ -387,17 +387,16 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
     if np.any(width <= 0):
         raise ValueError("the calibration sample has a residual of zero width in some bin (no smearing?)")
     centres = 0.5 * (edges[1:] + edges[:-1])
-    normalized = residual / _interpolated_width(centres, width, true_theta_e)
-
     correlation = np.stack([np.corrcoef(residual[rows], rowvar=False) for rows in bins])
     kept = np.concatenate([rows if max_vectors_per_bin is None else rows[:max_vectors_per_bin] for rows in bins])
     kept = kept[np.argsort(true_theta_e[kept], kind="stable")]
+    normalized = residual[kept] / _interpolated_width(centres, width, true_theta_e[kept])
 
     settings = {"pid": to_plain(pid_settings), "folded_cuts": [dict(s) for s in selection.non_kinematic_specs()],
                 "max_vectors_per_bin": max_vectors_per_bin, "neighbours": neighbours,
                 "calibration_events": int(len(weight)), "calibration_metadata_hash": events.config_hash}
     return ParametricResponse(edges, width, bias, correlation, true_theta_e[kept].astype(np.float32),
-                              normalized[kept].astype(np.float32), efficiency, efficiency_error, counts,
+                              normalized.astype(np.float32), efficiency, efficiency_error, counts,
                               geometry.name, content_hash(geometry), settings)
 
 
