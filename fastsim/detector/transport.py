@@ -253,6 +253,24 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
         counts[i] = count
 
 
+@njit(parallel=True, cache=True)
+def _compact_crossings(counts, offsets, event_ids, sensor_of_layer, out_u, out_v, out_tan, out_layer, out_particle,
+                       event, layer, sensor, u, v, tan_alpha, particle):
+    """The first counts[i] crossings of row i of the padded transport output, into flat arrays
+    at offsets[i] (crossings sorted by event, then in transport order)."""
+    for i in prange(counts.size):
+        start = offsets[i]
+        for j in range(counts[i]):
+            k = start + j
+            event[k] = event_ids[i]
+            layer[k] = out_layer[i, j]
+            sensor[k] = sensor_of_layer[out_layer[i, j]]
+            u[k] = out_u[i, j]
+            v[k] = out_v[i, j]
+            tan_alpha[k] = out_tan[i, j]
+            particle[k] = out_particle[i, j]
+
+
 @dataclass
 class SimulatedChunk:
     """Truth events with their strip hits, stubs, true sensor crossings (for validation) and
@@ -310,12 +328,14 @@ class DetectorSimulation:
                    L.atomic_number, L.mass_number, L.kind, L.station, L.measure_dir, L.strip_dir, L.normal, L.centre_cm,
                    self.station_first, self.station_last, self.station_x, self._settings_array, cap,
                    out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex)
-        keep = np.arange(cap)[None, :] < counts[:, None]
-        crossings = {
-            "event_id": np.repeat(event_ids, counts), "layer": out_layer[keep],
-            "sensor_id": self.sensor_of_layer[out_layer[keep]], "u_cm": out_u[keep], "v_cm": out_v[keep],
-            "tan_alpha": out_tan[keep], "particle_index": out_particle[keep],
-        }
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        total = int(offsets[-1])
+        crossings = {"event_id": np.empty(total, np.int64), "layer": np.empty(total, np.int64),
+                     "sensor_id": np.empty(total, np.int64), "u_cm": np.empty(total), "v_cm": np.empty(total),
+                     "tan_alpha": np.empty(total), "particle_index": np.empty(total, np.int64)}
+        _compact_crossings(counts, offsets, event_ids, self.sensor_of_layer, out_u, out_v, out_tan, out_layer,
+                           out_particle, *crossings.values())
         hits = self._digitize(truth, crossings)
         stubs = build_stubs(hits, self.modules, self.settings.stub_window_strips)
         return SimulatedChunk(truth, hits, stubs, crossings, true_vertex)
