@@ -55,6 +55,7 @@ STREAM_DIGITIZATION = 8  # strip digitization (cluster charge, resolution)
 STREAM_EFFICIENCY = 9  # hit efficiency
 STREAM_NOISE = 10  # noise hits
 STREAM_PILEUP = 11  # pile-up muons
+STREAM_CALORIMETER = 12  # calorimeter response (crystal noise, shower and muon deposits)
 STREAM_RESIDUAL_SMEARING = 20  # reco.selection: residual (data/MC) smearing of the reconstructed angles
 STREAM_PARAMETRIC = 21  # reco.parametric: smearing of the truth angles in the parametric mode
 STREAM_BENCHMARK_SMEARING = 991  # benchmarks/bench_fit.py: Gaussian smearing of truth-level templates

@@ -105,6 +105,8 @@ class ChainConfig:
         vertex = from_mapping(VertexSettings, reco_table.get("vertex", {}), f"{where}.reconstruction.vertex")
         reconstruction = ReconstructionSettings(tracking, vertex)
         pid = from_mapping(PidSettings, {**beam_energy, **data.get("pid", {})}, f"{where}.pid")
+        if pid.calorimeter and geometry.calorimeter is None:
+            raise ValueError(f"{where}.pid.calorimeter = true, but geometry {geometry.name!r} has no [calorimeter]")
         selection = Selection.from_dict(data.get("selection", {}), where=f"{where}.selection")
         # every key explicit (a systematic can name any of them); the beam energy assumed by
         # tracking and identification follows the generator's unless set explicitly
@@ -275,7 +277,7 @@ def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk
     parts = []
     for first in range(0, n_events, chunk_size):
         events, _ = chain.reconstructed(first, min(chunk_size, n_events - first))
-        parts.append(CalibrationSample.from_events(events, chain.nominal_geometry, config.selection))
+        parts.append(CalibrationSample.from_events(events, chain.nominal_geometry, config.selection, config.pid))
         if progress is not None:
             progress(len(events))
     sample = CalibrationSample.concatenate(parts)

@@ -22,6 +22,12 @@ Tracking (`reco.tracking`), all in the nominal geometry:
 
 Vertex (`reco.vertex`): vertex_x_cm, vertex_y_cm, vertex_z_cm, vertex_chi2, vertex_ndf.
 
+Calorimeter (`reco.calorimeter`, NaN without one): calo_energy_gev, calo_x_cm, calo_y_cm (the 3x3
+cluster around the most energetic crystal), calo_x_1_cm, calo_y_1_cm, calo_x_2_cm, calo_y_2_cm
+(outgoing tracks 1 and 2 extrapolated to the front face), global coordinates; calo_term, the
+calorimeter's chi2 of "track 1 is the muon" minus that of "track 2 is the muon" (`reco.pid`,
+filled by the identification with the calorimeter or by the parametric mode).
+
 Identification and observables (`reco.pid`, `reco.observables`): theta_e_rad, theta_mu_rad,
 phi_e_rad, phi_mu_rad, acoplanarity_rad (pi - |phi_e - phi_mu| folded to [-pi, pi]),
 elasticity_rad (theta_mu - theta_mu_elastic(theta_e) at the nominal beam energy), muon_is_1 (bool).
@@ -50,6 +56,10 @@ COLUMNS = {
     # vertex
     "vertex_x_cm": np.float64, "vertex_y_cm": np.float64, "vertex_z_cm": np.float64,
     "vertex_chi2": np.float64, "vertex_ndf": np.int16,
+    # calorimeter: the cluster and the outgoing tracks extrapolated to the front face
+    "calo_energy_gev": np.float64, "calo_x_cm": np.float64, "calo_y_cm": np.float64,
+    "calo_x_1_cm": np.float64, "calo_y_1_cm": np.float64, "calo_x_2_cm": np.float64, "calo_y_2_cm": np.float64,
+    "calo_term": np.float64,
     # identification and observables
     "theta_e_rad": np.float64, "theta_mu_rad": np.float64, "phi_e_rad": np.float64, "phi_mu_rad": np.float64,
     "acoplanarity_rad": np.float64, "elasticity_rad": np.float64, "muon_is_1": np.bool_,

@@ -39,6 +39,11 @@ predicted from the calibration events that feed it, so a response from N events 
 uncertain as N full-mode events (calibrate with more events than the study simulates). The
 smeared tracks are ordered by angle and identified with the same decision as the full mode
 (`reco.pid.muon_is_1_kernel`), so the mis-identification near theta_e ~ theta_mu is modelled too.
+With the calorimeter in the identification (``PidSettings.calorimeter``) each calibration vector
+also carries its event's calorimeter term (`reco.pid.calorimeter_term_kernel`, oriented as the
+chi2 of "the true muon's track is the muon" minus that of the other hypothesis), which the
+decision adds with the sign of the smeared tracks' order: cluster, track extrapolation and
+angular residuals come from the same event, so their correlations are kept.
 Random numbers: one uniform of `fastsim.rng.STREAM_PARAMETRIC` keyed by (seed, event_id) picks
 the neighbour: independent of the chunking.
 
@@ -75,7 +80,7 @@ from fastsim.events import TruthEvents
 from fastsim.units import PDG_ELECTRON, PDG_MUON
 from reco.events import RecoEvents
 from reco.observables import acoplanarity_kernel, elastic_theta_mu_kernel, wrap_angle_kernel
-from reco.pid import PidSettings, identify_kernel, muon_is_1_kernel
+from reco.pid import PidSettings, calorimeter_terms, identify_kernel, muon_is_1_kernel
 from reco.selection import Selection
 
 COMPONENTS = ("theta_e", "theta_mu", "phi_e", "phi_mu")
@@ -83,7 +88,7 @@ _N = len(COMPONENTS)
 _SIGMA_QUANTILES = (0.15865525393145707, 0.8413447460685429)  # Phi(-1), Phi(+1)
 DEFAULT_BIN_WIDTH_RAD = 1e-3  # bins of the true theta_e in `calibrate` by default
 DEFAULT_NEIGHBOURS = 256  # calibration vectors an event's residual is drawn from
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +108,8 @@ class ParametricResponse:
         True theta_e of the calibration events whose residual vectors are kept, increasing.
     residuals : ndarray (m, 4) float32
         Their normalized residual vectors r_k / w_k(true theta_e), in the same order.
+    calorimeter_terms : ndarray (m,) float32
+        Their events' calorimeter terms (module doc); empty without the calorimeter.
     efficiency, efficiency_error : ndarray (nb,)
         Weighted efficiency of reconstruction and non-kinematic cuts, with its binomial error.
     events : ndarray (nb,)
@@ -119,6 +126,7 @@ class ParametricResponse:
     correlation: np.ndarray
     vector_theta_e_rad: np.ndarray
     residuals: np.ndarray
+    calorimeter_terms: np.ndarray
     efficiency: np.ndarray
     efficiency_error: np.ndarray
     events: np.ndarray
@@ -127,7 +135,7 @@ class ParametricResponse:
     settings: dict = field(default_factory=dict)
 
     _ARRAYS = ("theta_e_edges_rad", "width_rad", "bias_rad", "correlation", "vector_theta_e_rad", "residuals",
-               "efficiency", "efficiency_error", "events")
+               "calorimeter_terms", "efficiency", "efficiency_error", "events")
 
     @property
     def n_bins(self) -> int:
@@ -157,12 +165,15 @@ class ParametricResponse:
 
     def kernel_arrays(self):
         """The response as the kernels take it: the bins with their lookup grid (`_Axis`), bin
-        centres, widths, efficiency, the rank grid of the vectors, the vectors, the neighbours."""
+        centres, widths, efficiency, the rank grid of the vectors, the vectors, their calorimeter
+        terms, the neighbours."""
         edges = np.ascontiguousarray(self.theta_e_edges_rad, dtype=np.float64)
         centres = 0.5 * (edges[1:] + edges[:-1])
         return (*_Axis(edges).args(), centres, np.ascontiguousarray(self.width_rad),
                 np.ascontiguousarray(self.efficiency), *self._rank_grid,
-                np.ascontiguousarray(self.residuals, dtype=np.float32), min(self.neighbours, self.residuals.shape[0]))
+                np.ascontiguousarray(self.residuals, dtype=np.float32),
+                np.ascontiguousarray(self.calorimeter_terms, dtype=np.float32),
+                min(self.neighbours, self.residuals.shape[0]))
 
     def table(self):
         """Resolution, bias and efficiency per bin as a pandas DataFrame (for reports)."""
@@ -222,8 +233,9 @@ def _interpolated_width(centres, width, theta):
 
 
 def _track_residuals(events: RecoEvents):
-    """(residuals (n, 4), reconstructed) of the electron and muon tracks; the track of each
-    particle by truth matching where the tracks are one e and one mu, else by `muon_is_1`."""
+    """(residuals (n, 4), reconstructed, muon is track 1) of the electron and muon tracks; the
+    track of each particle by truth matching where the tracks are one e and one mu, else by
+    `muon_is_1`."""
     pdg_1, pdg_2 = np.abs(events["truth_pdg_1"]), np.abs(events["truth_pdg_2"])
     matched_mu_1 = (pdg_1 == PDG_MUON) & (pdg_2 == PDG_ELECTRON)
     matched = matched_mu_1 | ((pdg_1 == PDG_ELECTRON) & (pdg_2 == PDG_MUON))
@@ -235,14 +247,15 @@ def _track_residuals(events: RecoEvents):
                      events["true_phi_mu_rad"]], axis=1)
     residual = reco - true
     residual[:, 2:] = (residual[:, 2:] + math.pi) % (2.0 * math.pi) - math.pi
-    return residual, np.all(np.isfinite(reco), axis=1)
+    return residual, np.all(np.isfinite(reco), axis=1), mu_1
 
 
 @dataclass(frozen=True, eq=False)
 class CalibrationSample:
     """What `calibrate` needs of full-mode elastic events: true theta_e (rad), the residual vector
     (n, 4) of the electron and muon tracks (rad, `COMPONENTS`), whether the event has both tracks
-    and passes the non-kinematic cuts `folded_cuts`, and the weight (ub)."""
+    and passes the non-kinematic cuts `folded_cuts`, the weight (ub) and, when the identification
+    uses the calorimeter, the calorimeter term of each event (module doc; else None)."""
 
     true_theta_e_rad: np.ndarray
     residual_rad: np.ndarray
@@ -250,22 +263,29 @@ class CalibrationSample:
     weight: np.ndarray
     folded_cuts: list
     config_hash: str | None = None
+    calorimeter_term: np.ndarray | None = None
 
     @classmethod
-    def from_events(cls, events: RecoEvents, geometry: Geometry, selection: Selection) -> "CalibrationSample":
-        """The sample of the elastic events (process 0) of `events`, the cuts from `selection`."""
+    def from_events(cls, events: RecoEvents, geometry: Geometry, selection: Selection,
+                    pid_settings: PidSettings | None = None) -> "CalibrationSample":
+        """The sample of the elastic events (process 0) of `events`, the cuts from `selection`,
+        the calorimeter terms if `pid_settings` (default ``PidSettings()``) uses the calorimeter."""
         if not isinstance(events, RecoEvents):
             raise ValueError(f"events = {type(events).__name__} must be a reco.events.RecoEvents")
         events = events.select(events["process"] == 0)
         true_theta_e = np.asarray(events["true_theta_e_rad"], dtype=np.float64)
         if not np.all(np.isfinite(true_theta_e)):
             raise ValueError("events: true_theta_e_rad must be filled (finite) for the calibration")
-        residual, passing = _track_residuals(events)
+        residual, passing, mu_1 = _track_residuals(events)
         cuts = tuple((name, cut) for name, cut in selection.cuts if not cut.kinematic)
         for mask in Selection(cuts).masks(events, geometry):
             passing &= mask
+        pid_settings = PidSettings() if pid_settings is None else pid_settings
+        term = None
+        if pid_settings.calorimeter:  # calorimeter_terms is chi2(track 1 muon) - chi2(track 2 muon)
+            term = np.where(mu_1, 1.0, -1.0) * calorimeter_terms(events, pid_settings)
         return cls(true_theta_e, residual, passing, np.asarray(events["weight"], dtype=np.float64),
-                   selection.non_kinematic_specs(), events.metadata.get("config_hash"))
+                   selection.non_kinematic_specs(), events.metadata.get("config_hash"), term)
 
     @classmethod
     def concatenate(cls, parts) -> "CalibrationSample":
@@ -274,9 +294,12 @@ class CalibrationSample:
             raise ValueError("CalibrationSample.concatenate needs at least one sample")
         if any(part.folded_cuts != parts[0].folded_cuts for part in parts):
             raise ValueError("CalibrationSample.concatenate: the samples were made with different cuts")
+        if any((part.calorimeter_term is None) != (parts[0].calorimeter_term is None) for part in parts):
+            raise ValueError("CalibrationSample.concatenate: some samples have calorimeter terms, others not")
+        term = None if parts[0].calorimeter_term is None else np.concatenate([p.calorimeter_term for p in parts])
         return cls(*(np.concatenate([getattr(part, name) for part in parts])
                      for name in ("true_theta_e_rad", "residual_rad", "passing", "weight")),
-                   parts[0].folded_cuts, parts[0].config_hash)
+                   parts[0].folded_cuts, parts[0].config_hash, term)
 
 
 def _default_edges(true_theta_e, min_events):
@@ -340,12 +363,16 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
     min_events_per_bin = check_integer("min_events_per_bin", min_events_per_bin, 2)
     neighbours = check_integer("neighbours", neighbours, 1)
     if isinstance(events, RecoEvents):
-        events = CalibrationSample.from_events(events, geometry, selection)
+        events = CalibrationSample.from_events(events, geometry, selection, pid_settings)
     elif not isinstance(events, CalibrationSample):
         raise ValueError(f"events = {type(events).__name__} must be a reco.events.RecoEvents or a CalibrationSample")
     if events.folded_cuts != selection.non_kinematic_specs():
         raise ValueError(f"events: the calibration sample was made with the non-kinematic cuts {events.folded_cuts}, "
                          f"the selection's are {selection.non_kinematic_specs()}")
+    if (events.calorimeter_term is not None) != pid_settings.calorimeter:
+        raise ValueError(f"pid_settings.calorimeter = {pid_settings.calorimeter}, but the calibration sample was made "
+                         f"{'with' if events.calorimeter_term is not None else 'without'} the calorimeter in the "
+                         "identification; make it with the same pid settings")
     if len(events.weight) == 0:
         raise ValueError("events: the calibration needs elastic events (process 0), there are none")
     true_theta_e, residual, passing = events.true_theta_e_rad, events.residual_rad, events.passing
@@ -395,8 +422,9 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
     settings = {"pid": to_plain(pid_settings), "folded_cuts": [dict(s) for s in selection.non_kinematic_specs()],
                 "max_vectors_per_bin": max_vectors_per_bin, "neighbours": neighbours,
                 "calibration_events": int(len(weight)), "calibration_metadata_hash": events.config_hash}
+    terms = np.zeros(0) if events.calorimeter_term is None else events.calorimeter_term[kept]
     return ParametricResponse(edges, width, bias, correlation, true_theta_e[kept].astype(np.float32),
-                              normalized.astype(np.float32), efficiency, efficiency_error, counts,
+                              normalized.astype(np.float32), terms.astype(np.float32), efficiency, efficiency_error, counts,
                               geometry.name, content_hash(geometry), settings)
 
 
@@ -488,11 +516,21 @@ def _efficiency(j, f, efficiency):
     return efficiency[j] + f * (efficiency[k] - efficiency[j])
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _oriented_term(calo_terms, row, electron_is_1):
+    """The calorimeter term of "track 1 is the muon" for vector `row` (0 without terms): the
+    stored term is that of "the true muon's track is the muon"."""
+    if calo_terms.size == 0:
+        return 0.0
+    return -calo_terms[row] if electron_is_1 else calo_terms[row]
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _apply_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_mu_true, weight, edges, inv_cell,
-                  lookup, centres, width, efficiency, rank_low, rank_inv_cell, rank_table, residuals, neighbours,
-                  beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, theta_1, phi_1, theta_2, phi_2, pdg_1,
-                  pdg_2, muon_is_1, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, weight_out):
+                  lookup, centres, width, efficiency, rank_low, rank_inv_cell, rank_table, residuals, calo_terms,
+                  neighbours, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, theta_1, phi_1, theta_2,
+                  phi_2, pdg_1, pdg_2, muon_is_1, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity,
+                  calo_term, weight_out):
     n_vectors = residuals.shape[0]
     for i in prange(event_id.size):
         j, f = _interpolation(edges, inv_cell, lookup, centres, theta_e_true[i])
@@ -504,8 +542,10 @@ def _apply_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_m
             theta_1[i], phi_1[i], pdg_1[i], theta_2[i], phi_2[i], pdg_2[i] = te, pe, PDG_ELECTRON, tm, pm, PDG_MUON
         else:
             theta_1[i], phi_1[i], pdg_1[i], theta_2[i], phi_2[i], pdg_2[i] = tm, pm, PDG_MUON, te, pe, PDG_ELECTRON
+        term = _oriented_term(calo_terms, row, te >= tm)
+        calo_term[i] = term if calo_terms.size else np.nan
         identify_kernel(i, theta_1, phi_1, theta_2, phi_2, beam_energy_gev, muon_limit, sigma_mu, sigma_e0,
-                        scattering, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, muon_is_1)
+                        scattering, term, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, muon_is_1)
         weight_out[i] = weight[i] * _efficiency(j, f, efficiency)
 
 
@@ -518,11 +558,12 @@ _SUB_BLOCK = 1024
 @njit(cache=True, nogil=True)
 def _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_mu_true, weight, start, stop,
                      edges, inv_cell, lookup, centres, width, efficiency, rank_low, rank_inv_cell, rank_table,
-                     residuals, neighbours, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges,
+                     residuals, calo_terms, neighbours, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges,
                      x_inv_cell, x_lookup, y_edges, y_inv_cell, y_lookup, sum_w, sum_w2):
     n_vectors = residuals.shape[0]
     rows = np.empty(_SUB_BLOCK, dtype=np.int64)
     z = np.empty((_SUB_BLOCK, 4), dtype=np.float32)
+    term = np.zeros(_SUB_BLOCK, dtype=np.float32)
     for block in range(start, stop, _SUB_BLOCK):
         n = min(_SUB_BLOCK, stop - block)
         for j in range(n):
@@ -531,13 +572,16 @@ def _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, ph
         for j in range(n):
             for c in range(4):
                 z[j, c] = residuals[rows[j], c]
+            if calo_terms.size:
+                term[j] = calo_terms[rows[j]]
         for j in range(n):
             i = block + j
             b, f = _interpolation(edges, inv_cell, lookup, centres, theta_e_true[i])
             te, tm, pe, pm = _smear(b, f, z[j, 0], z[j, 1], z[j, 2], z[j, 3], theta_e_true[i], theta_mu_true[i],
                                     phi_e_true[i], phi_mu_true[i], width)
             t1, t2, p1, p2 = (te, tm, pe, pm) if te >= tm else (tm, te, pm, pe)
-            if muon_is_1_kernel(t1, t2, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering):
+            if muon_is_1_kernel(t1, t2, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering,
+                                _oriented_term(term, j, te >= tm)):
                 te, tm, pe, pm = t2, t1, p2, p1
             else:
                 te, tm, pe, pm = t1, t2, p1, p2
@@ -558,8 +602,8 @@ def _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, ph
 
 @njit(parallel=True, cache=True, nogil=True)
 def _histogram_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_mu_true, weight, edges, inv_cell,
-                      lookup, centres, width, efficiency, rank_low, rank_inv_cell, rank_table, residuals, neighbours,
-                      beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges, x_inv_cell, x_lookup,
+                      lookup, centres, width, efficiency, rank_low, rank_inv_cell, rank_table, residuals, calo_terms,
+                      neighbours, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges, x_inv_cell, x_lookup,
                       y_edges, y_inv_cell, y_lookup, sum_w, sum_w2):
     # one histogram per block of events, summed at the end: no two threads write the same bins
     n_blocks = sum_w.shape[0]
@@ -567,7 +611,7 @@ def _histogram_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, p
     for k in prange(n_blocks):
         _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_mu_true, weight,
                          k * n // n_blocks, (k + 1) * n // n_blocks, edges, inv_cell, lookup, centres, width,
-                         efficiency, rank_low, rank_inv_cell, rank_table, residuals, neighbours, beam_energy_gev,
+                         efficiency, rank_low, rank_inv_cell, rank_table, residuals, calo_terms, neighbours, beam_energy_gev,
                          muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges, x_inv_cell, x_lookup, y_edges,
                          y_inv_cell, y_lookup, sum_w[k], sum_w2[k])
 
@@ -639,7 +683,8 @@ def apply(truth, response: ParametricResponse, seed: int) -> RecoEvents:
     -------
     RecoEvents
         Truth columns, the two tracks (theta_1 >= theta_2, truth_pdg_1/2), the identification and
-        observables, vertex_z_cm = the true vertex z, weight = truth weight * efficiency;
+        observables, calo_term (with a calorimeter response), vertex_z_cm = the true vertex z,
+        weight = truth weight * efficiency;
         metadata: mode "parametric", seed, folded_cuts, the response's geometry and hash.
     """
     seed = _checked(response, seed)
@@ -647,7 +692,8 @@ def apply(truth, response: ParametricResponse, seed: int) -> RecoEvents:
     n = data["event_id"].size
     floats = ("theta_1_rad", "phi_1_rad", "theta_2_rad", "phi_2_rad")
     observables = ("theta_e_rad", "theta_mu_rad", "phi_e_rad", "phi_mu_rad", "acoplanarity_rad", "elasticity_rad")
-    out = {name: np.empty(n) for name in (*floats, "truth_pdg_1", "truth_pdg_2", "muon_is_1", *observables, "weight")}
+    out = {name: np.empty(n) for name in (*floats, "truth_pdg_1", "truth_pdg_2", "muon_is_1", *observables, "calo_term",
+                                          "weight")}
     out["truth_pdg_1"] = np.empty(n, dtype=np.int32)
     out["truth_pdg_2"] = np.empty(n, dtype=np.int32)
     out["muon_is_1"] = np.empty(n, dtype=np.bool_)

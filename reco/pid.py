@@ -23,8 +23,18 @@ the constant term plus the multiple scattering of the electron (Highland: theta_
 constant), E_e the elastic electron energy at theta_e. The smaller chi2 wins. The ambiguous region
 is theta_e ~ theta_mu ~ 2.5 mrad (at 160 GeV), where the two hypotheses meet.
 
-The calorimeter-assisted identification (electron shower vs muon MIP in the 5x5 PbWO4 array) is
-not implemented: the calorimeter exists only as geometry and is not simulated.
+With ``calorimeter = True`` (and a calorimeter in the geometry) the cluster of the crystal array
+(`reco.calorimeter`) adds its say where it holds an electron shower: if its energy is at least
+`calorimeter_min_energy_gev` (a muon leaves ~0.26 GeV, a MIP) and it lies within
+`calorimeter_gate_sigmas` of one of the two tracks' extrapolations, each hypothesis adds the
+squared distance between the cluster and the track it takes for the electron,
+d^2 / sigma_pos^2 with sigma_pos^2 = b^2 + (a / E_cluster)^2 (`calorimeter_resolution_cm` b,
+`calorimeter_noise_term_cm_gev` a; the defaults follow the measured resolution of the 5x5 PbWO4
+array, docs/reconstruction.md). Near theta_e ~ theta_mu the two tracks are (theta_e + theta_mu) L
+apart at the front face, 5 mm at L = 1 m, against a cluster resolution of ~1 mm for the 10-100 GeV
+electrons there: the calorimeter resolves most of the ambiguity of the events in front of it
+(docs/reconstruction.md). The parametric mode carries each calibration event's term
+(`reco.parametric`).
 """
 
 from __future__ import annotations
@@ -39,6 +49,9 @@ from fastsim.physics.kinematics import THETA_MU_MAX_RAD, electron_energy_from_t_
 from fastsim.units import PDG_ELECTRON, PDG_MUON
 from reco.events import RecoEvents
 from reco.observables import acoplanarity_kernel, elastic_theta_mu_kernel
+
+CALORIMETER_COLUMNS = ("calo_energy_gev", "calo_x_cm", "calo_y_cm", "calo_x_1_cm", "calo_y_1_cm", "calo_x_2_cm",
+                       "calo_y_2_cm")
 
 # Step of the finite-difference slope of the elastic curve (rad): the curve varies on the mrad
 # scale, so the truncation error (h^2 f''') and the rounding error (1e-16 / h) are both < 1e-9.
@@ -63,6 +76,15 @@ class PidSettings:
         (x/X0 = 0.064, 3.1e-3) and the first module (2 x 320 um Si, x/X0 = 0.0068) in quadrature.
     margin_sigmas : float
         A track above arcsin(m_e/m_mu) + margin_sigmas * muon_resolution_rad cannot be the muon.
+    calorimeter : bool
+        Use the calorimeter's cluster where it holds an electron shower (module docstring).
+    calorimeter_min_energy_gev : float
+        Least cluster energy (GeV) taken for an electron shower.
+    calorimeter_resolution_cm, calorimeter_noise_term_cm_gev : float
+        Position resolution of the cluster against the electron track's extrapolation,
+        sigma_pos^2 = resolution^2 + (noise_term / E_cluster)^2 (cm, cm GeV).
+    calorimeter_gate_sigmas : float
+        The cluster counts only within this many sigma_pos of one of the tracks.
     """
 
     beam_energy_gev: float = 160.0
@@ -70,6 +92,11 @@ class PidSettings:
     electron_resolution_rad: float = 3e-5
     electron_scattering_rad_gev: float = 3.3e-3
     margin_sigmas: float = 5.0
+    calorimeter: bool = False
+    calorimeter_min_energy_gev: float = 1.0
+    calorimeter_resolution_cm: float = 0.1
+    calorimeter_noise_term_cm_gev: float = 0.9
+    calorimeter_gate_sigmas: float = 5.0
 
     def __post_init__(self):
         check_range("beam_energy_gev", self.beam_energy_gev, 1.0, 1e4)
@@ -77,6 +104,12 @@ class PidSettings:
         check_range("electron_resolution_rad", self.electron_resolution_rad, 0.0, 0.01, low_open=True)
         check_range("electron_scattering_rad_gev", self.electron_scattering_rad_gev, 0.0, 1.0)
         check_range("margin_sigmas", self.margin_sigmas, 0.0, 100.0)
+        if not isinstance(self.calorimeter, (bool, np.bool_)):
+            raise ValueError(f"calorimeter = {self.calorimeter!r} must be true or false")
+        check_range("calorimeter_min_energy_gev", self.calorimeter_min_energy_gev, 0.0, 1e4)
+        check_range("calorimeter_resolution_cm", self.calorimeter_resolution_cm, 0.0, 100.0, low_open=True)
+        check_range("calorimeter_noise_term_cm_gev", self.calorimeter_noise_term_cm_gev, 0.0, 100.0)
+        check_range("calorimeter_gate_sigmas", self.calorimeter_gate_sigmas, 0.0, 1e3, low_open=True)
 
     @property
     def muon_angle_limit_rad(self) -> float:
@@ -101,20 +134,39 @@ def _hypothesis_chi2(beam_energy_gev, theta_mu, theta_e, sigma_mu, sigma_e0, sca
 
 
 @njit(cache=True, nogil=True)
-def muon_is_1_kernel(theta_1, theta_2, beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0, scattering):
-    """True if track 1 (the larger angle) is the muon; False if track 2 is, or an angle is NaN."""
+def muon_is_1_kernel(theta_1, theta_2, beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0, scattering,
+                     calorimeter_term=0.0):
+    """True if track 1 (the larger angle) is the muon; False if track 2 is, or an angle is NaN.
+    `calorimeter_term` is added to the chi2 of "track 1 is the muon" (`calorimeter_term_kernel`)."""
     if not (theta_1 <= muon_limit_rad and theta_2 >= 0.0):  # NaN fails both comparisons
         return False
     chi2_mu_1 = _hypothesis_chi2(beam_energy_gev, theta_1, theta_2, sigma_mu, sigma_e0, scattering)
     chi2_mu_2 = _hypothesis_chi2(beam_energy_gev, theta_2, theta_1, sigma_mu, sigma_e0, scattering)
-    return chi2_mu_1 < chi2_mu_2
+    return chi2_mu_1 + calorimeter_term < chi2_mu_2
+
+
+@njit(cache=True, nogil=True)
+def calorimeter_term_kernel(energy, x, y, x_1, y_1, x_2, y_2, min_energy, resolution, noise_term, gate_sigmas):
+    """(d_2^2 - d_1^2) / sigma_pos^2: the calorimeter's chi2 of "track 1 is the muon" (track 2
+    the electron) minus that of "track 2 is the muon", d_k the distance from the cluster (x, y)
+    to track k's extrapolation (cm); 0 without an electron-like cluster near a track."""
+    if not energy >= min_energy:  # NaN too
+        return 0.0
+    d2_1 = (x - x_1) ** 2 + (y - y_1) ** 2
+    d2_2 = (x - x_2) ** 2 + (y - y_2) ** 2
+    sigma2 = resolution * resolution + (noise_term / energy) ** 2
+    if not min(d2_1, d2_2) <= gate_sigmas * gate_sigmas * sigma2:
+        return 0.0
+    return (d2_2 - d2_1) / sigma2
 
 
 @njit(cache=True, nogil=True, inline="always")
 def identify_kernel(i, theta_1, phi_1, theta_2, phi_2, beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0,
-                    scattering, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, muon_is_1):
+                    scattering, calorimeter_term, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity,
+                    muon_is_1):
     """Identify event i (`muon_is_1_kernel`) and fill its observables in the output arrays."""
-    one = muon_is_1_kernel(theta_1[i], theta_2[i], beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0, scattering)
+    one = muon_is_1_kernel(theta_1[i], theta_2[i], beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0, scattering,
+                           calorimeter_term)
     muon_is_1[i] = one
     if one:
         theta_mu[i], phi_mu[i], theta_e[i], phi_e[i] = theta_1[i], phi_1[i], theta_2[i], phi_2[i]
@@ -126,10 +178,33 @@ def identify_kernel(i, theta_1, phi_1, theta_2, phi_2, beam_energy_gev, muon_lim
 
 @njit(parallel=True, cache=True, nogil=True)
 def _identify_chunk(theta_1, phi_1, theta_2, phi_2, beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0,
-                    scattering, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, muon_is_1):
+                    scattering, calorimeter_term, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity,
+                    muon_is_1):
     for i in prange(theta_1.size):
         identify_kernel(i, theta_1, phi_1, theta_2, phi_2, beam_energy_gev, muon_limit_rad, sigma_mu, sigma_e0,
-                        scattering, theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity, muon_is_1)
+                        scattering, calorimeter_term[i], theta_e, theta_mu, phi_e, phi_mu, acoplanarity, elasticity,
+                        muon_is_1)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _calorimeter_terms(energy, x, y, x_1, y_1, x_2, y_2, min_energy, resolution, noise_term, gate_sigmas, out):
+    for i in prange(energy.size):
+        out[i] = calorimeter_term_kernel(energy[i], x[i], y[i], x_1[i], y_1[i], x_2[i], y_2[i], min_energy,
+                                         resolution, noise_term, gate_sigmas)
+
+
+def calorimeter_terms(events: RecoEvents, settings: PidSettings) -> np.ndarray:
+    """The calorimeter's term of every event: `calorimeter_term_kernel` where the event has a
+    cluster, else its calo_term column (the parametric mode's, NaN counting as 0); zeros unless
+    ``settings.calorimeter``."""
+    out = np.zeros(len(events))
+    if settings.calorimeter:
+        _calorimeter_terms(*(events[name] for name in CALORIMETER_COLUMNS), settings.calorimeter_min_energy_gev,
+                           settings.calorimeter_resolution_cm, settings.calorimeter_noise_term_cm_gev,
+                           settings.calorimeter_gate_sigmas, out)
+        without_cluster = np.isnan(events["calo_energy_gev"])
+        out[without_cluster] = np.nan_to_num(events["calo_term"][without_cluster])
+    return out
 
 
 def identify(events: RecoEvents, settings: PidSettings | None = None) -> RecoEvents:
@@ -155,10 +230,13 @@ def identify(events: RecoEvents, settings: PidSettings | None = None) -> RecoEve
     out = {name: np.empty(n) for name in ("theta_e_rad", "theta_mu_rad", "phi_e_rad", "phi_mu_rad",
                                           "acoplanarity_rad", "elasticity_rad")}
     muon_is_1 = np.empty(n, dtype=np.bool_)
+    terms = calorimeter_terms(events, settings)
     _identify_chunk(events["theta_1_rad"], events["phi_1_rad"], events["theta_2_rad"], events["phi_2_rad"],
-                    *settings.kernel_args(), *out.values(), muon_is_1)
+                    *settings.kernel_args(), terms, *out.values(), muon_is_1)
     for name, values in out.items():
         events[name] = values
+    if settings.calorimeter:
+        events["calo_term"] = terms
     events["muon_is_1"] = muon_is_1
     return events
 

@@ -31,7 +31,9 @@ Per event (one numba kernel, prange over blocks of events, no Python per event):
    z, `fastsim.generator.beam.rotate_from_to`, as the generator does inversely), giving
    theta and phi; track 1 has the larger theta;
 5. the vertex is fitted from the incoming muon (if any) and the two outgoing tracks
-   (`reco.vertex.fit_vertex`).
+   (`reco.vertex.fit_vertex`);
+6. with a calorimeter, its cluster and the outgoing tracks' extrapolations to its front face
+   (`reco.calorimeter`), for the identification.
 
 truth_pdg_k is the pdg id of the particle that made most of the track's clusters (the incoming
 muon, index 0 of `StripHits.particle_index`, has the pdg id of the event's outgoing muon), 0 if
@@ -50,6 +52,7 @@ from fastsim.detector.geometry import Geometry
 from fastsim.generator.beam import rotate_from_to
 from fastsim.physics.kinematics import angles_from_t_kernel, electron_energy_from_t_kernel, t_from_theta_e_kernel
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV
+from reco.calorimeter import calorimeter_columns
 from reco.events import RecoEvents
 from reco.tracking import (
     _BEAM_E,
@@ -335,6 +338,12 @@ def reconstruct_details(chunk, geometry: Geometry | TrackingModel,
         columns[name] = out_f[:, k]
     for name, k in _II.items():
         columns[name] = out_i[:, k]
+    calorimeter = tm.geometry.calorimeter
+    energies = getattr(chunk, "calorimeter_energy_gev", None)
+    if calorimeter is not None and energies is not None:
+        station = out_i[:, _II["station"]]
+        track_z = np.where(station >= 0, tm.model.station_zref[np.maximum(station, 0)], np.nan)
+        columns.update(calorimeter_columns(energies, calorimeter, tracks[:, 1:], track_z))
     metadata = dict(truth.metadata)
     metadata["reconstruction"] = {"geometry": tm.geometry.name, "settings": repr(settings)}
     return RecoEvents(columns, metadata), {"vertex_cov": vertex_cov, "tracks": tracks, "track_cov": track_cov}

@@ -285,7 +285,8 @@ def _smear_tracks(seed, event_id, sigma, theta_1, theta_2):
 
 
 _TRACK_PAIRS = (("theta_1_rad", "theta_2_rad"), ("phi_1_rad", "phi_2_rad"), ("chi2_1", "chi2_2"),
-                ("ndf_1", "ndf_2"), ("truth_pdg_1", "truth_pdg_2"))
+                ("ndf_1", "ndf_2"), ("truth_pdg_1", "truth_pdg_2"), ("calo_x_1_cm", "calo_x_2_cm"),
+                ("calo_y_1_cm", "calo_y_2_cm"))
 
 
 @dataclass(frozen=True)
@@ -386,6 +387,7 @@ class Selection:
             for first, second in _TRACK_PAIRS:
                 a, b = out[first], out[second]
                 out.columns[first], out.columns[second] = np.where(swap, b, a), np.where(swap, a, b)
+            out.columns["calo_term"] = np.where(swap, -out["calo_term"], out["calo_term"])
         return identify(out, pid_settings)
 
     def masks(self, events: RecoEvents, geometry=None) -> list[np.ndarray]:

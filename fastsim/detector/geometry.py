@@ -294,7 +294,10 @@ class Station:
 @dataclass(frozen=True)
 class Calorimeter:
     """An n_x x n_y array of crystals after the last station; `z_cm` is the global z of its front
-    face. Defaults: the MUonE 5x5 PbWO4 prototype with CMS-like crystals of 2.85 x 2.85 x 22 cm^3."""
+    face, (x_cm, y_cm) the centre of the array. Defaults: the MUonE 5x5 PbWO4 prototype with
+    CMS-like crystals of 2.85 x 2.85 x 22 cm^3; the Moliere radius of PbWO4 (PDG: 1.959 cm) and the
+    CMS PbWO4 test-beam resolution, sigma/E = 2.8 %/sqrt(E) + 40 MeV a crystal + 0.3 %
+    (`fastsim.detector.calorimeter` has the response model)."""
 
     z_cm: float
     material: str = "PbWO4"
@@ -302,6 +305,12 @@ class Calorimeter:
     n_y: int = 5
     crystal_size_cm: float = 2.85
     crystal_length_cm: float = 22.0
+    x_cm: float = 0.0
+    y_cm: float = 0.0
+    moliere_radius_cm: float = 1.959
+    stochastic_term_gev_sqrt: float = 0.028
+    constant_term: float = 0.003
+    noise_per_crystal_gev: float = 0.04
 
     def __post_init__(self):
         check_range("z_cm", self.z_cm)
@@ -310,6 +319,17 @@ class Calorimeter:
         check_integer("n_y", self.n_y, 1)
         check_range("crystal_size_cm", self.crystal_size_cm, 0.0, 100.0, low_open=True)
         check_range("crystal_length_cm", self.crystal_length_cm, 0.0, 1000.0, low_open=True)
+        check_range("x_cm", self.x_cm, -1000.0, 1000.0)
+        check_range("y_cm", self.y_cm, -1000.0, 1000.0)
+        check_range("moliere_radius_cm", self.moliere_radius_cm, 0.0, 100.0, low_open=True)
+        check_range("stochastic_term_gev_sqrt", self.stochastic_term_gev_sqrt, 0.0, 10.0)
+        check_range("constant_term", self.constant_term, 0.0, 1.0)
+        check_range("noise_per_crystal_gev", self.noise_per_crystal_gev, 0.0, 10.0)
+
+    @property
+    def half_width_cm(self) -> tuple[float, float]:
+        """Half the array's width in x and y (cm)."""
+        return 0.5 * self.n_x * self.crystal_size_cm, 0.5 * self.n_y * self.crystal_size_cm
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,7 +17,11 @@ each with its own random-number stream):
 4. at each sensor the crossing is recorded in the sensor's local frame (u across the strips,
    v along them, incidence slope tan(alpha) = d.u / d.n), then digitized (clusters, efficiency,
    noise, edges of the active area), and the clusters of each module's two sensors are paired
-   into stubs (`fastsim.detector.stubs`).
+   into stubs (`fastsim.detector.stubs`);
+5. with a calorimeter, the outgoing particles go on from the vertex station to its front face,
+   each downstream station one scatterer (its whole x/X0 spread over its length: hits are not
+   simulated there, the reconstruction does not use them), and deposit their energy in the
+   crystals (`fastsim.detector.calorimeter`); photons go straight, without converting.
 
 Multiple scattering: Highland's formula with the logarithm of the whole station's material
 (targets and sensors, x/X0 for a track along z), its variance shared among the layers in
@@ -39,6 +43,7 @@ from numba import njit, prange
 
 from fastsim import rng
 from fastsim.config import check_choice, check_range
+from fastsim.detector.calorimeter import IMPACT_MUON, IMPACT_NONE, IMPACT_SHOWER, CalorimeterResponse
 from fastsim.detector.digitization import DEFAULT_SIGMA_DIFF_CM, DEFAULT_THRESHOLD_FRACTION, StripHits, digitize_hits
 from fastsim.detector.geometry import KIND_SENSOR, KIND_TARGET, Geometry
 from fastsim.detector.stubs import DEFAULT_WINDOW_STRIPS, ModuleMap, Stubs, build_stubs
@@ -53,9 +58,10 @@ from fastsim.detector.interactions import (
 from fastsim.events import TruthEvents
 from fastsim.generator.beam import rotate_from_to
 from fastsim.generator.targets import Target
-from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV, PDG_ELECTRON, PDG_MUON
+from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV, PDG_ELECTRON, PDG_MUON, PDG_PHOTON
 
 _PARTICLES_PER_EVENT = 4  # incoming muon + up to three outgoing particles
+_OUTGOING_PER_EVENT = _PARTICLES_PER_EVENT - 1
 
 
 @dataclass(frozen=True)
@@ -182,10 +188,12 @@ def material_step(seed, event, layer, particle, is_electron, energy, mass, path,
 def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, pdg, momenta,
                layer_z, thickness, x0, atomic_number, mass_number, kind, station, measure, strip, normal, centre,
                station_first, station_last, station_x, settings, capacity,
-               out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex):
+               out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex, vertex_station, exit_state):
     for i in prange(event_ids.size):
         event = event_ids[i]
         count = 0
+        vertex_station[i] = -1
+        exit_state[i, :, _STATE_PDG] = 0.0
         z_v = vertex[i, 2]
         target = -1
         for layer in range(layer_z.size):
@@ -196,6 +204,7 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
             true_vertex[i, 0], true_vertex[i, 1], true_vertex[i, 2] = vertex[i, 0], vertex[i, 1], z_v
             continue
         s_v = station[target]
+        vertex_station[i] = s_v
         first = station_first[max(s_v - 1, 0)]
         last = station_last[s_v]
         u_row, v_row, tan_row = out_u[i], out_v[i], out_tan[i]
@@ -224,10 +233,12 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
         back = layer_z[target] + 0.5 * thickness[target]
         for k in range(p_offsets[i], p_offsets[i + 1]):
             code = abs(pdg[k])
-            if code != PDG_MUON and code != PDG_ELECTRON:
+            slot = k - p_offsets[i]
+            charged = code == PDG_MUON or code == PDG_ELECTRON
+            if not charged and code != PDG_PHOTON:
                 continue
-            particle = 1 + k - p_offsets[i]
-            mass = MUON_MASS_GEV if code == PDG_MUON else ELECTRON_MASS_GEV
+            particle = 1 + slot
+            mass = MUON_MASS_GEV if code == PDG_MUON else (ELECTRON_MASS_GEV if code == PDG_ELECTRON else 0.0)
             px, py, pz, e_out = momenta[k, 0], momenta[k, 1], momenta[k, 2], momenta[k, 3]
             norm = math.sqrt(px * px + py * py + pz * pz)
             if not (e_out > mass and norm > 0.0):  # no physical final state (a zero-weight trial): no hits
@@ -239,6 +250,10 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
                 continue
             r = np.empty(3)
             r[0], r[1], r[2] = position[0], position[1], z_v
+            if not charged:  # a photon: straight on, no hits
+                if slot < exit_state.shape[1]:
+                    _store_state(exit_state[i, slot], r, d, e_out, e_out, code)
+                continue
             path = (back - z_v) / d[2]
             e_k = material_step(seed, event, target, particle, code == PDG_ELECTRON, e_out, mass, path, r, d, settings,
                             x0, atomic_number, mass_number, station_x[s_v])
@@ -250,7 +265,62 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
                                           settings, layer_z, thickness, x0, atomic_number, mass_number, kind, measure,
                                           strip, normal, centre, station_x[station[layer]], count < capacity, u_row, v_row,
                                           tan_row, layer_row, particle_row, count)
+            if slot < exit_state.shape[1] and d[2] > 0.0:
+                _store_state(exit_state[i, slot], r, d, e_out, e_k, code)
         counts[i] = count
+
+
+# columns of the state of an outgoing particle after the vertex station (`_transport`'s exit_state)
+_STATE_X, _STATE_Y, _STATE_Z, _STATE_DX, _STATE_DY, _STATE_DZ, _STATE_E_VERTEX, _STATE_E, _STATE_PDG = range(9)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _store_state(row, position, direction, energy_at_vertex, energy, code):
+    row[_STATE_X], row[_STATE_Y], row[_STATE_Z] = position[0], position[1], position[2]
+    row[_STATE_DX], row[_STATE_DY], row[_STATE_DZ] = direction[0], direction[1], direction[2]
+    row[_STATE_E_VERTEX], row[_STATE_E], row[_STATE_PDG] = energy_at_vertex, energy, code
+
+
+@njit(parallel=True, cache=True)
+def _to_calorimeter(seed, event_ids, vertex_station, exit_state, lump_front_z, lump_back_z, x0, atomic_number,
+                    mass_number, station_x, n_layers, settings, calo_z, calo_x, calo_y, impacts):
+    """Carry the outgoing particles from the end of the vertex station to the calorimeter's front
+    face: each downstream station is one scatterer (its whole x/X0 spread over its length, pseudo-
+    layer n_layers + station for the random streams and the material arrays). Fills impacts[i, j]
+    = (x - calo_x, y - calo_y, energy, kind): a shower (electron or photon, with its energy at the
+    vertex: the bremsstrahlung photons travel with the electron) or a muon."""
+    n_stations = lump_front_z.size
+    for i in prange(event_ids.size):
+        event = event_ids[i]
+        for j in range(exit_state.shape[1]):
+            impacts[i, j, 0], impacts[i, j, 1], impacts[i, j, 2], impacts[i, j, 3] = 0.0, 0.0, 0.0, IMPACT_NONE
+            state = exit_state[i, j]
+            code = int(state[_STATE_PDG])
+            if code == 0 or vertex_station[i] < 0:
+                continue
+            r = np.empty(3)
+            d = np.empty(3)
+            r[0], r[1], r[2] = state[_STATE_X], state[_STATE_Y], state[_STATE_Z]
+            d[0], d[1], d[2] = state[_STATE_DX], state[_STATE_DY], state[_STATE_DZ]
+            energy = state[_STATE_E]
+            if code != PDG_PHOTON:
+                mass = MUON_MASS_GEV if code == PDG_MUON else ELECTRON_MASS_GEV
+                for st in range(vertex_station[i] + 1, n_stations):
+                    _step_to_z(r, d, lump_front_z[st])
+                    energy = material_step(seed, event, n_layers + st, 1 + j, code == PDG_ELECTRON, energy, mass,
+                                           (lump_back_z[st] - lump_front_z[st]) / d[2], r, d, settings, x0,
+                                           atomic_number, mass_number, station_x[st])
+                    _step_to_z(r, d, lump_back_z[st])
+                    if d[2] <= 0.0:
+                        break
+            if d[2] <= 0.0:
+                continue
+            _step_to_z(r, d, calo_z)
+            impacts[i, j, 0], impacts[i, j, 1] = r[0] - calo_x, r[1] - calo_y
+            if code == PDG_MUON:
+                impacts[i, j, 2], impacts[i, j, 3] = energy, IMPACT_MUON
+            else:
+                impacts[i, j, 2], impacts[i, j, 3] = state[_STATE_E_VERTEX], IMPACT_SHOWER
 
 
 @njit(parallel=True, cache=True)
@@ -273,14 +343,19 @@ def _compact_crossings(counts, offsets, event_ids, sensor_of_layer, out_u, out_v
 
 @dataclass
 class SimulatedChunk:
-    """Truth events with their strip hits, stubs, true sensor crossings (for validation) and
-    the vertex where the scattered incoming muon actually interacted."""
+    """Truth events with their strip hits, stubs, true sensor crossings (for validation), the
+    vertex where the scattered incoming muon actually interacted and, with a calorimeter, the
+    particles arriving at its front face (`impacts` (n, 3, 4): x, y relative to the array's
+    centre in cm, energy in GeV, kind `fastsim.detector.calorimeter.IMPACT_*`, one row per
+    outgoing particle) and its crystal energies (n, n_x * n_y) in GeV."""
 
     truth: TruthEvents
     hits: StripHits
     stubs: Stubs
     crossings: dict
     true_vertex_cm: np.ndarray
+    calorimeter_impacts: np.ndarray | None = None
+    calorimeter_energy_gev: np.ndarray | None = None
 
 
 class DetectorSimulation:
@@ -307,6 +382,18 @@ class DetectorSimulation:
         self.capacity = _PARTICLES_PER_EVENT * per_two_stations
         self.modules = ModuleMap.from_layers(layers)
         self._settings_array = settings.kernel_array()
+        self.calorimeter = None if geometry.calorimeter is None else CalorimeterResponse(geometry.calorimeter)
+        # each station as one scatterer, for the way from the vertex station to the calorimeter
+        front = layers.z_cm - 0.5 * layers.thickness_cm
+        back = layers.z_cm + 0.5 * layers.thickness_cm
+        self.lump_front_z = np.array([front[self.station_first[s]] for s in range(n_stations)])
+        self.lump_back_z = np.array([back[self.station_last[s]] for s in range(n_stations)])
+        share = [layers.x_over_x0[layers.station == s] / self.station_x[s] for s in range(n_stations)]
+        self.material_x0 = np.concatenate([layers.x0_cm, (self.lump_back_z - self.lump_front_z) / self.station_x])
+        self.material_z = np.concatenate([layers.atomic_number, [w @ layers.atomic_number[layers.station == s]
+                                                                 for s, w in enumerate(share)]])
+        self.material_a = np.concatenate([layers.mass_number, [w @ layers.mass_number[layers.station == s]
+                                                               for s, w in enumerate(share)]])
 
     def simulate(self, truth: TruthEvents) -> SimulatedChunk:
         n = len(truth)
@@ -322,12 +409,14 @@ class DetectorSimulation:
         out_particle = np.empty((n, cap), dtype=np.int64)
         counts = np.empty(n, dtype=np.int64)
         true_vertex = np.empty((n, 3))
+        vertex_station = np.empty(n, dtype=np.int64)
+        exit_state = np.empty((n, _OUTGOING_PER_EVENT, 9))
         L = self.layers
         _transport(np.uint64(self.seed), event_ids, vertex, beam_direction, truth["beam_energy_gev"],
                    truth.particle_offsets, truth.particles["pdg"], momenta, L.z_cm, L.thickness_cm, L.x0_cm,
                    L.atomic_number, L.mass_number, L.kind, L.station, L.measure_dir, L.strip_dir, L.normal, L.centre_cm,
                    self.station_first, self.station_last, self.station_x, self._settings_array, cap,
-                   out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex)
+                   out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex, vertex_station, exit_state)
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         total = int(offsets[-1])
@@ -338,7 +427,16 @@ class DetectorSimulation:
                            out_particle, *crossings.values())
         hits = self._digitize(truth, crossings)
         stubs = build_stubs(hits, self.modules, self.settings.stub_window_strips)
-        return SimulatedChunk(truth, hits, stubs, crossings, true_vertex)
+        impacts = energies = None
+        if self.calorimeter is not None:
+            calo = self.geometry.calorimeter
+            impacts = np.empty((n, _OUTGOING_PER_EVENT, 4))
+            _to_calorimeter(np.uint64(self.seed), event_ids, vertex_station, exit_state, self.lump_front_z,
+                            self.lump_back_z, self.material_x0, self.material_z, self.material_a, self.station_x,
+                            len(L.z_cm), self._settings_array, float(calo.z_cm), float(calo.x_cm), float(calo.y_cm),
+                            impacts)
+            energies = self.calorimeter.deposit(self.seed, event_ids, impacts)
+        return SimulatedChunk(truth, hits, stubs, crossings, true_vertex, impacts, energies)
 
     def _digitize(self, truth, crossings) -> StripHits:
         L, sensors = self.layers, self.sensor_layers
