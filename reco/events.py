@@ -28,6 +28,11 @@ cluster around the most energetic crystal), calo_x_1_cm, calo_y_1_cm, calo_x_2_c
 calorimeter's chi2 of "track 1 is the muon" minus that of "track 2 is the muon" (`reco.pid`,
 filled by the identification with the calorimeter or by the parametric mode).
 
+Elastic kinematic fit (`reco.kinematic`, with ``VertexSettings(elastic_fit=True)``, else NaN):
+elastic_chi2_mu_k, elastic_theta_e_mu_k_rad, elastic_theta_mu_mu_k_rad for track k (1, 2) the
+muon (chi2 with 2 degrees of freedom, fitted angles); elastic_chi2, elastic_theta_e_rad,
+elastic_theta_mu_rad of the hypothesis the identification chose.
+
 Identification and observables (`reco.pid`, `reco.observables`): theta_e_rad, theta_mu_rad,
 phi_e_rad, phi_mu_rad, acoplanarity_rad (pi - |phi_e - phi_mu| folded to [-pi, pi]),
 elasticity_rad (theta_mu - theta_mu_elastic(theta_e) at the nominal beam energy), muon_is_1 (bool).
@@ -60,6 +65,10 @@ COLUMNS = {
     "calo_energy_gev": np.float64, "calo_x_cm": np.float64, "calo_y_cm": np.float64,
     "calo_x_1_cm": np.float64, "calo_y_1_cm": np.float64, "calo_x_2_cm": np.float64, "calo_y_2_cm": np.float64,
     "calo_term": np.float64,
+    # elastic kinematic fit: both hypotheses (track k the muon) and the identified one
+    "elastic_chi2_mu_1": np.float64, "elastic_theta_e_mu_1_rad": np.float64, "elastic_theta_mu_mu_1_rad": np.float64,
+    "elastic_chi2_mu_2": np.float64, "elastic_theta_e_mu_2_rad": np.float64, "elastic_theta_mu_mu_2_rad": np.float64,
+    "elastic_chi2": np.float64, "elastic_theta_e_rad": np.float64, "elastic_theta_mu_rad": np.float64,
     # identification and observables
     "theta_e_rad": np.float64, "theta_mu_rad": np.float64, "phi_e_rad": np.float64, "phi_mu_rad": np.float64,
     "acoplanarity_rad": np.float64, "elasticity_rad": np.float64, "muon_is_1": np.bool_,

@@ -7,6 +7,8 @@ What to use when:
   phi_e_rad, phi_mu_rad, acoplanarity_rad, elasticity_rad and muon_is_1.
 - `misid_table(events, theta_e_edges_rad)` measures the mis-identification rate against the
   truth (truth_pdg_1/2) in bins of the electron angle.
+- `identify` also picks the elastic kinematic fit (`reco.kinematic`) of the chosen hypothesis
+  when the reconstruction made it: elastic_chi2, elastic_theta_e_rad, elastic_theta_mu_rad.
 - `muon_is_1_kernel` is the decision as a scalar numba function (the parametric mode uses it, so
   both modes identify alike).
 
@@ -52,6 +54,9 @@ from reco.observables import acoplanarity_kernel, elastic_theta_mu_kernel
 
 CALORIMETER_COLUMNS = ("calo_energy_gev", "calo_x_cm", "calo_y_cm", "calo_x_1_cm", "calo_y_1_cm", "calo_x_2_cm",
                        "calo_y_2_cm")
+
+_ELASTIC_FIT_COLUMNS = {"elastic_chi2": "elastic_chi2_mu_{}", "elastic_theta_e_rad": "elastic_theta_e_mu_{}_rad",
+                        "elastic_theta_mu_rad": "elastic_theta_mu_mu_{}_rad"}
 
 # Step of the finite-difference slope of the elastic curve (rad): the curve varies on the mrad
 # scale, so the truncation error (h^2 f''') and the rounding error (1e-16 / h) are both < 1e-9.
@@ -238,6 +243,8 @@ def identify(events: RecoEvents, settings: PidSettings | None = None) -> RecoEve
     if settings.calorimeter:
         events["calo_term"] = terms
     events["muon_is_1"] = muon_is_1
+    for name, of_hypothesis in _ELASTIC_FIT_COLUMNS.items():  # the kinematic fit of the chosen hypothesis
+        events[name] = np.where(muon_is_1, events[of_hypothesis.format(1)], events[of_hypothesis.format(2)])
     return events
 
 

@@ -33,7 +33,9 @@ Per event (one numba kernel, prange over blocks of events, no Python per event):
 5. the vertex is fitted from the incoming muon (if any) and the two outgoing tracks
    (`reco.vertex.fit_vertex`);
 6. with a calorimeter, its cluster and the outgoing tracks' extrapolations to its front face
-   (`reco.calorimeter`), for the identification.
+   (`reco.calorimeter`), for the identification;
+7. with ``vertex.elastic_fit``, the elastic kinematic fit of the slopes for both hypotheses
+   (`reco.kinematic`).
 
 truth_pdg_k is the pdg id of the particle that made most of the track's clusters (the incoming
 muon, index 0 of `StripHits.particle_index`, has the pdg id of the event's outgoing muon), 0 if
@@ -54,6 +56,7 @@ from fastsim.physics.kinematics import angles_from_t_kernel, electron_energy_fro
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV
 from reco.calorimeter import calorimeter_columns
 from reco.events import RecoEvents
+from reco.kinematic import elastic_fit_columns
 from reco.tracking import (
     _BEAM_E,
     _ITER,
@@ -344,6 +347,9 @@ def reconstruct_details(chunk, geometry: Geometry | TrackingModel,
         station = out_i[:, _II["station"]]
         track_z = np.where(station >= 0, tm.model.station_zref[np.maximum(station, 0)], np.nan)
         columns.update(calorimeter_columns(energies, calorimeter, tracks[:, 1:], track_z))
+    if settings.vertex.elastic_fit:
+        columns.update(elastic_fit_columns(tracks, track_cov, out_i[:, _II["station"]], out_f[:, _FI["vertex_z_cm"]],
+                                           tm.model, settings.vertex.ms_scale, settings.tracking.beam_energy_gev))
     metadata = dict(truth.metadata)
     metadata["reconstruction"] = {"geometry": tm.geometry.name, "settings": repr(settings)}
     return RecoEvents(columns, metadata), {"vertex_cov": vertex_cov, "tracks": tracks, "track_cov": track_cov}

@@ -286,7 +286,9 @@ def _smear_tracks(seed, event_id, sigma, theta_1, theta_2):
 
 _TRACK_PAIRS = (("theta_1_rad", "theta_2_rad"), ("phi_1_rad", "phi_2_rad"), ("chi2_1", "chi2_2"),
                 ("ndf_1", "ndf_2"), ("truth_pdg_1", "truth_pdg_2"), ("calo_x_1_cm", "calo_x_2_cm"),
-                ("calo_y_1_cm", "calo_y_2_cm"))
+                ("calo_y_1_cm", "calo_y_2_cm"), ("elastic_chi2_mu_1", "elastic_chi2_mu_2"),
+                ("elastic_theta_e_mu_1_rad", "elastic_theta_e_mu_2_rad"),
+                ("elastic_theta_mu_mu_1_rad", "elastic_theta_mu_mu_2_rad"))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ x/X0 shared in proportion to L / X0. Momenta are the trackers' estimates (`reco.
 the nominal beam for the incoming muon, the elastic relation for the outgoing tracks).
 
 The fit is Gauss-Newton in (x_v, y_v, z_v) from the target centre, the weights re-evaluated at
-every iteration; ndf = 2 n_tracks - 3. The elastic kinematic constraint is not applied.
+every iteration; ndf = 2 n_tracks - 3. The elastic kinematic constraint on the track slopes is
+the separate fit of `reco.kinematic`, switched on by ``elastic_fit``.
 """
 
 from __future__ import annotations
@@ -48,24 +49,36 @@ class VertexSettings:
         Scale of the multiple scattering inside the target in the weights [1; 0 = none].
     iterations : int
         Gauss-Newton iterations from the target centre [4].
+    elastic_fit : bool
+        Also fit the track slopes with the elastic constraints (`reco.kinematic`) [False].
     """
 
     ms_scale: float = 1.0
     iterations: int = 4
+    elastic_fit: bool = False
 
     def __post_init__(self):
         check_range("ms_scale", self.ms_scale, 0.0, 10.0)
         check_integer("iterations", self.iterations, 1, 50)
+        if not isinstance(self.elastic_fit, bool):
+            raise ValueError(f"elastic_fit = {self.elastic_fit!r} must be true or false")
+
+
+@njit(cache=True, nogil=True, inline="always")
+def target_scattering_angle_variance(length_cm, x0_cm, x_station, momentum_gev, mass_gev, ms_scale):
+    """Variance (rad^2, per projection) of the scattering angle over length_cm of target:
+    theta0^2 = (ms_scale theta0_Highland(x_station))^2 (L / X0) / x_station."""
+    if length_cm <= 0.0 or ms_scale == 0.0 or x_station <= 0.0:
+        return 0.0
+    beta = momentum_gev / math.sqrt(momentum_gev * momentum_gev + mass_gev * mass_gev)
+    return (ms_scale * highland_theta0_rad(momentum_gev, beta, 1.0, x_station)) ** 2 * (length_cm / x0_cm) / x_station
 
 
 @njit(cache=True, nogil=True, inline="always")
 def target_scattering_variance(length_cm, x0_cm, x_station, momentum_gev, mass_gev, ms_scale):
     """Variance (cm^2, per projection) of the back-extrapolated position over length_cm of target:
-    theta0^2 L^2 / 3 with theta0^2 = (ms_scale theta0_Highland(x_station))^2 (L / X0) / x_station."""
-    if length_cm <= 0.0 or ms_scale == 0.0 or x_station <= 0.0:
-        return 0.0
-    beta = momentum_gev / math.sqrt(momentum_gev * momentum_gev + mass_gev * mass_gev)
-    theta2 = (ms_scale * highland_theta0_rad(momentum_gev, beta, 1.0, x_station)) ** 2 * (length_cm / x0_cm) / x_station
+    theta0^2 L^2 / 3 (`target_scattering_angle_variance`)."""
+    theta2 = target_scattering_angle_variance(length_cm, x0_cm, x_station, momentum_gev, mass_gev, ms_scale)
     return theta2 * length_cm * length_cm / 3.0
 
 
