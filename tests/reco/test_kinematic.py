@@ -80,3 +80,16 @@ def test_fit_is_off_by_default_and_the_flag_is_checked():
     assert np.all(np.isnan(events["elastic_chi2"]))
     with pytest.raises(ValueError, match="elastic_fit = 'yes' must be true or false"):
         VertexSettings(elastic_fit="yes")
+
+
+def test_radiative_events_have_larger_chi2(fitted):
+    config = ChainConfig.from_dict({"geometry": "run2025", "generator": {"elastic": {"radiation": "nlo"}},
+                                    "reconstruction": {"vertex": {"elastic_fit": True}}})
+    radiative, _ = Chain(config, 5).reconstructed(0, 30_000)
+
+    def tail(events):  # weighted fraction with chi2 > 20: 1.7 % without radiation, 5.6 % with
+        good = (events["process"] == 0) & events["has_incoming"] & np.isfinite(events["elastic_chi2"])
+        w = events["weight"][good]
+        return np.sum(w * (events["elastic_chi2"][good] > 20.0)) / np.sum(w)
+
+    assert tail(radiative) > 2.0 * tail(fitted)
