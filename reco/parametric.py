@@ -327,7 +327,8 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
         Full-mode reconstructed and identified events (`reco.pid.identify`) with the truth
         columns; only elastic events (process 0) are used. Use events independent of those the
         response will be validated on. A `CalibrationSample` holds only what the calibration
-        needs (49 bytes an event): `reco.chain.calibrate_chain` builds one chunk by chunk.
+        needs (49 bytes an event, 57 with calorimeter terms): `reco.chain.calibrate_chain`
+        builds one chunk by chunk.
     geometry : Geometry
         The geometry of the sample (its name and content hash go into the response; the vertex_z
         cut takes its targets).
@@ -341,8 +342,8 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
         (outer bins merged until they hold `min_events_per_bin` events).
     max_vectors_per_bin : int, optional
         Residual vectors kept per bin (the first ones in event order); default all of them. A
-        cap bounds the file size (20 bytes a vector, 6.4e6 vectors from 1e7 run2025 events) at
-        the cost of precision: the response is then only as precise as the vectors it keeps.
+        cap bounds the file size (20 bytes a vector, 24 with calorimeter terms; 6.4e6 vectors
+        from 1e7 run2025 events) at the cost of precision: the response is then only as precise as the vectors it keeps.
     min_events_per_bin : int
         A bin with fewer reconstructed events raises ValueError (widen the bins or add events).
     neighbours : int
