@@ -343,7 +343,8 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
     max_vectors_per_bin : int, optional
         Residual vectors kept per bin (the first ones in event order); default all of them. A
         cap bounds the file size (20 bytes a vector, 24 with calorimeter terms; 6.4e6 vectors
-        from 1e7 run2025 events) at the cost of precision: the response is then only as precise as the vectors it keeps.
+        from 1e7 run2025 events) at the cost of precision: the response is then only as precise
+        as the vectors it keeps.
     min_events_per_bin : int
         A bin with fewer reconstructed events raises ValueError (widen the bins or add events).
     neighbours : int
