@@ -2,20 +2,23 @@
 
 What to use when:
 
-- `ReconstructionSettings(elastic_fit=True)` makes `reco.reconstruct.reconstruct` fill
-  elastic_chi2_mu_1 and elastic_chi2_mu_2 (the fit with track 1, respectively track 2, as the
-  muon); `reco.pid.identify` then sets elastic_chi2, elastic_theta_e_rad and
+- `ReconstructionSettings(vertex=VertexSettings(elastic_fit=True))` (``[reconstruction.vertex]
+  elastic_fit = true``) makes `reco.reconstruct.reconstruct` fill elastic_chi2_mu_1 and
+  elastic_chi2_mu_2 (the fit with track 1, respectively track 2, as the muon) and the fitted
+  angles; `reco.pid.identify` then sets elastic_chi2, elastic_theta_e_rad and
   elastic_theta_mu_rad of the hypothesis it chose.
 - `elastic_fit_kernel` is the fit of one event and one hypothesis, callable from kernels.
+- `hypothesis_energies_kernel` gives the electron and muon energies of the elastic hypothesis
+  (the reconstruction's refit and this fit's scattering errors use it).
 
 The fit. The measurements are the slopes p = (tx, ty) of the incoming muon and of the two
 outgoing tracks at the target (6 numbers, covariance V block-diagonal from the three track fits,
 multiple scattering in the stations included) plus, per projection, the scattering angle in the
 target between the vertex and the tracker (`reco.vertex.target_scattering_angle_variance`: from
 the upstream face to the vertex for the incoming muon at the nominal beam momentum, from the
-vertex to the downstream face for the outgoing tracks with the momenta of the hypothesis, E_e
-from the electron's measured angle and E - E_e for the muon). Two constraints make an event elastic at the nominal beam energy
-E: coplanarity, h_1 = acoplanarity(phi_e, phi_mu) = 0, and the elastic curve,
+vertex to the downstream face for the outgoing tracks with the momenta of the hypothesis,
+`hypothesis_energies_kernel`). Two constraints make an event elastic at the nominal beam
+energy E: coplanarity, h_1 = acoplanarity(phi_e, phi_mu) = 0, and the elastic curve,
 h_2 = theta_mu - theta_mu_elastic(theta_e) = 0, the angles taken with respect to the incoming
 muon as in the reconstruction. Least squares with Lagrange multipliers, linearized around the
 current estimate p_k (P. Avery, "Applied fitting theory VI", CBX 98-37):
@@ -47,6 +50,15 @@ from reco.observables import acoplanarity_kernel, elastic_theta_mu_kernel
 from reco.vertex import target_scattering_angle_variance
 
 _STEP = 1e-8  # slope step of the forward differences: curvature over mrad, rounding 1e-16 / 1e-8
+
+
+@njit(cache=True, nogil=True)
+def hypothesis_energies_kernel(beam_energy_gev, theta_e_rad):
+    """(E_e, E_mu) in GeV of the elastic event whose electron leaves at theta_e_rad: E_e from the
+    elastic relation, E_mu = E + m_e - E_e, each kept just above its mass."""
+    e_electron = max(electron_energy_from_t_kernel(t_from_theta_e_kernel(beam_energy_gev, theta_e_rad)),
+                     1.001 * ELECTRON_MASS_GEV)
+    return e_electron, max(beam_energy_gev + ELECTRON_MASS_GEV - e_electron, 1.001 * MUON_MASS_GEV)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -147,10 +159,7 @@ def _fit_events(tracks, track_cov, station, vertex_z, target_front, target_back,
         theta_1 = _angles(p0[0], p0[1], p0[2], p0[3])[0]
         theta_2 = _angles(p0[0], p0[1], p0[4], p0[5])[0]
         for h in range(2):  # h = 0: track 1 the muon
-            theta_electron = theta_2 if h == 0 else theta_1
-            e_electron = max(electron_energy_from_t_kernel(t_from_theta_e_kernel(beam_energy_gev, theta_electron)),
-                             1.001 * ELECTRON_MASS_GEV)
-            e_muon = max(beam_energy_gev + ELECTRON_MASS_GEV - e_electron, 1.001 * MUON_MASS_GEV)
+            e_electron, e_muon = hypothesis_energies_kernel(beam_energy_gev, theta_2 if h == 0 else theta_1)
             for k in range(1, 3):
                 is_muon = (k == 1) == (h == 0)
                 mass = MUON_MASS_GEV if is_muon else ELECTRON_MASS_GEV

@@ -52,11 +52,11 @@ from numba import njit, prange
 
 from fastsim.detector.geometry import Geometry
 from fastsim.generator.beam import rotate_from_to
-from fastsim.physics.kinematics import angles_from_t_kernel, electron_energy_from_t_kernel, t_from_theta_e_kernel
+from fastsim.physics.kinematics import angles_from_t_kernel, t_from_theta_e_kernel
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV
 from reco.calorimeter import calorimeter_columns
 from reco.events import RecoEvents
-from reco.kinematic import elastic_fit_columns
+from reco.kinematic import elastic_fit_columns, hypothesis_energies_kernel
 from reco.tracking import (
     _BEAM_E,
     _ITER,
@@ -265,9 +265,7 @@ def _refit_pair(model, s, cfg, first, params, cov, chi2, ndf, stubs, momentum, s
     distance_0 = abs(angles_from_t_kernel(e_beam, t_from_theta_e_kernel(e_beam, theta_0))[1] - theta_1)
     distance_1 = abs(angles_from_t_kernel(e_beam, t_from_theta_e_kernel(e_beam, theta_1))[1] - theta_0)
     electron = 0 if distance_0 <= distance_1 else 1
-    t = t_from_theta_e_kernel(e_beam, theta_0 if electron == 0 else theta_1)
-    e_electron = max(electron_energy_from_t_kernel(t), 1.001 * ELECTRON_MASS_GEV)
-    e_muon = max(e_beam + ELECTRON_MASS_GEV - e_electron, 1.001 * MUON_MASS_GEV)
+    e_electron, e_muon = hypothesis_energies_kernel(e_beam, theta_0 if electron == 0 else theta_1)
     for k in range(2):
         row = first + k
         mass = ELECTRON_MASS_GEV if k == electron else MUON_MASS_GEV

@@ -97,7 +97,7 @@ def _deposit(seed, event_ids, impacts, n_x, n_y, size, profile_r, stochastic, co
     half_x, half_y = 0.5 * n_x * size, 0.5 * n_y * size
     for i in prange(event_ids.size):
         event = event_ids[i]
-        for block in range((n_crystals + impacts.shape[1] + 3) // 4):
+        for block in range((n_crystals + 3) // 4):
             z4 = rng.normal4(seed, event, rng.STREAM_CALORIMETER, block)
             for k in range(4):
                 c = 4 * block + k

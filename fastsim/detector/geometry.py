@@ -326,11 +326,6 @@ class Calorimeter:
         check_range("constant_term", self.constant_term, 0.0, 1.0)
         check_range("noise_per_crystal_gev", self.noise_per_crystal_gev, 0.0, 10.0)
 
-    @property
-    def half_width_cm(self) -> tuple[float, float]:
-        """Half the array's width in x and y (cm)."""
-        return 0.5 * self.n_x * self.crystal_size_cm, 0.5 * self.n_y * self.crystal_size_cm
-
 
 @dataclass(frozen=True, eq=False)
 class Layers:
