@@ -132,3 +132,7 @@ def test_parametric_mode_carries_the_calorimeter_decision(run):
 def test_calorimeter_identification_needs_a_calorimeter():
     with pytest.raises(ValueError, match="pid.calorimeter = true, but geometry 'tb2022_station' has no"):
         ChainConfig.from_dict({"geometry": "tb2022_station", "pid": {"calorimeter": True}})
+    with pytest.raises(ValueError, match="calorimeter = 'yes' must be true or false"):
+        PidSettings(calorimeter="yes")
+    with pytest.raises(ValueError, match="calorimeter_resolution_cm = 0.0 is outside the allowed range"):
+        PidSettings(calorimeter_resolution_cm=0.0)
