@@ -8,6 +8,7 @@ Prints events/s for each stage of `studies.bench` on 1 thread and on all cores.
 import argparse
 import os
 
+from fastsim.runtime import retain_freed_memory
 from studies.bench import run_benchmarks
 
 
@@ -15,6 +16,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=2_000_000)
     args = parser.parse_args()
+    retain_freed_memory()  # as the muone command does
     cores = os.cpu_count() or 1
     for threads in sorted({1, cores}):
         for result in run_benchmarks(args.events, threads):

@@ -42,13 +42,15 @@ from numba import njit, types
 from numba import prange
 from numba.extending import intrinsic
 
+from fastsim.numerics import sincos_turn
+
 # Stream identifiers: one per use, so that changing one effect never shifts another's numbers.
 STREAM_SEED_DERIVATION = 0  # reserved for derive_seed
-STREAM_ELASTIC = 1  # generator kinematics (t, phi, unweighting)
+STREAM_ELASTIC = 1  # elastic event: one block per event (t, azimuth, vertex, unweighting)
 STREAM_BEAM = 2  # beam energy, position and direction
 STREAM_RADIATION = 3  # QED radiative corrections (photon emission at the vertex)
 STREAM_PAIR = 4  # pair production
-STREAM_PROCESS = 5  # process choice and vertex (target, depth)
+STREAM_PROCESS = 5  # process choice (elastic or pair) when processes are mixed
 STREAM_IMPORT = 6  # imported (LHE) samples: anything drawn while reading them
 STREAM_BREMSSTRAHLUNG = 7  # bremsstrahlung in a single slab (tests; the detector uses bremsstrahlung_stream)
 STREAM_DIGITIZATION = 8  # strip digitization (cluster charge, resolution)
@@ -74,7 +76,6 @@ _S12 = np.uint64(12)
 _ZERO = np.uint64(0)
 _ROUNDS = 10
 _TWO_M52 = 2.0**-52
-_TWO_PI = 2.0 * math.pi
 
 
 @intrinsic
@@ -93,7 +94,7 @@ def _mulhilo(typingctx, a, b):
     return signature, codegen
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def philox4x64(c0, c1, c2, c3, k0, k1):
     """One Philox-4x64-10 block.
 
@@ -124,13 +125,13 @@ def philox4x64(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _block(seed, event, stream, block):
     """Philox block `block` of (seed, event, stream): key (seed, stream), counter (event, block, 0, 0)."""
     return philox4x64(np.uint64(event), np.uint64(block), _ZERO, _ZERO, np.uint64(seed), np.uint64(stream))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _to_unit(x):
     """Open-interval uniform from a 64-bit word: ((x >> 12) + 0.5) 2^-52, exact, in (0, 1)."""
     return (np.float64(x >> _S12) + 0.5) * _TWO_M52
@@ -157,7 +158,7 @@ def uniform(seed, event, stream, draw):
     return _to_unit(random_u64(seed, event, stream, draw))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def uniform4(seed, event, stream, block):
     """Uniform draws 4 block .. 4 block + 3 of (seed, event, stream) from one Philox block."""
     x0, x1, x2, x3 = _block(seed, event, stream, block)
@@ -168,8 +169,8 @@ def uniform4(seed, event, stream, block):
 def _box_muller(x_radius, x_angle, cosine):
     """Box-Muller (Box & Muller, Ann. Math. Stat. 29 (1958) 610) from two 64-bit words."""
     radius = math.sqrt(-2.0 * math.log(_to_unit(x_radius)))  # |z| <= 8.5: u >= 2^-53
-    angle = _TWO_PI * _to_unit(x_angle)
-    return radius * math.cos(angle) if cosine else radius * math.sin(angle)
+    cos_angle, sin_angle = sincos_turn(_to_unit(x_angle))
+    return radius * cos_angle if cosine else radius * sin_angle
 
 
 @njit(cache=True, nogil=True)
@@ -178,10 +179,10 @@ def normal4(seed, event, stream, block):
     indices, from one Philox block and two logarithms."""
     x0, x1, x2, x3 = _block(seed, event, stream, block)
     r0 = math.sqrt(-2.0 * math.log(_to_unit(x0)))
-    a0 = _TWO_PI * _to_unit(x1)
+    c0, s0 = sincos_turn(_to_unit(x1))
     r1 = math.sqrt(-2.0 * math.log(_to_unit(x2)))
-    a1 = _TWO_PI * _to_unit(x3)
-    return r0 * math.cos(a0), r0 * math.sin(a0), r1 * math.cos(a1), r1 * math.sin(a1)
+    c1, s1 = sincos_turn(_to_unit(x3))
+    return r0 * c0, r0 * s0, r1 * c1, r1 * s1
 
 
 @njit(cache=True, nogil=True)

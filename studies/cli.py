@@ -13,6 +13,7 @@ import math
 import sys
 
 import fastsim
+from fastsim.runtime import retain_freed_memory
 
 COMMANDS = {}
 
@@ -693,6 +694,7 @@ def build_parser():
 
 
 def main(argv=None):
+    retain_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

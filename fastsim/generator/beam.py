@@ -126,7 +126,7 @@ def read_beam_profile(path) -> np.ndarray:
     return profile
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def beam_kernel(seed, event, params, profile):
     """(energy_gev, x_cm, y_cm, theta_x_rad, theta_y_rad) of the beam muon of `event`,
     position at z = reference_z_cm."""
@@ -134,8 +134,11 @@ def beam_kernel(seed, event, params, profile):
         row = min(int(uniform(seed, event, STREAM_BEAM, 0) * profile.shape[0]), profile.shape[0] - 1)
         return (profile[row, 4] + params[_SHIFT], profile[row, 0], profile[row, 1], profile[row, 2], profile[row, 3])
     # normals 0..4 of STREAM_BEAM; a beam without spread, spot and divergence draws none
+    first_block = params[_SPREAD] != 0.0 or params[_SPOT_X] != 0.0 or params[_DIV_X] != 0.0 or params[_SPOT_Y] != 0.0
+    if not first_block and params[_DIV_Y] == 0.0:
+        return params[_ENERGY] + params[_SHIFT], 0.0, 0.0, 0.0, 0.0
     n0 = n1 = n2 = n3 = n4 = 0.0
-    if params[_SPREAD] != 0.0 or params[_SPOT_X] != 0.0 or params[_DIV_X] != 0.0 or params[_SPOT_Y] != 0.0:
+    if first_block:
         n0, n1, n2, n3 = normal4(seed, event, STREAM_BEAM, 0)
     if params[_DIV_Y] != 0.0:
         n4 = normal4(seed, event, STREAM_BEAM, 1)[0]
@@ -166,14 +169,14 @@ def rotate_to_beam(px, py, pz, dx, dy, dz):
     return rotate_from_to(0.0, 0.0, 1.0, dx, dy, dz, px, py, pz)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def store_beam_and_vertex(row, energy, x0, y0, theta_x, theta_y, z, target, params, beam_out, vertex_out, target_out):
     """Write the beam muon (energy, angles) of `beam_kernel` and the vertex on its straight line
     at z into `row`; `params` are the beam's packed parameters (for the reference plane)."""
     beam_out[row, 0] = energy
     beam_out[row, 1] = theta_x
     beam_out[row, 2] = theta_y
-    vertex_out[row, 0] = x0 + math.tan(theta_x) * (z - params[_Z_REF])
-    vertex_out[row, 1] = y0 + math.tan(theta_y) * (z - params[_Z_REF])
+    vertex_out[row, 0] = x0 + (math.tan(theta_x) * (z - params[_Z_REF]) if theta_x != 0.0 else 0.0)
+    vertex_out[row, 1] = y0 + (math.tan(theta_y) * (z - params[_Z_REF]) if theta_y != 0.0 else 0.0)
     vertex_out[row, 2] = z
     target_out[row] = target

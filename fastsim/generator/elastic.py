@@ -4,9 +4,11 @@ Per event (all random numbers from the event's own counter-based streams):
 
 1. the beam muon (`beam_kernel`) and the vertex z in a target, chosen by electron areal density;
 2. t sampled with density p(t) = 1 / (V t^2) on the sampling intervals, i.e. v = -1/t uniform on
-   intervals of total length V, and a uniform azimuth;
+   intervals of total length V (one uniform, by inverting the cumulative distribution), and a
+   uniform azimuth;
 3. weight = dsigma/dt(E_beam, t) / p(t) in ub, with dsigma/dt the exact LO formula times the
-   running factor |1/(1 - Dalpha(t))|^2; so sum(weight)/N estimates the cross section;
+   running factor |1/(1 - Dalpha(t))|^2; so sum(weight)/N estimates the cross section (computed
+   as t^2 dsigma/dt times 1/(t^2 p(t)), which is constant on a 1/t^2 segment);
 4. optionally QED radiation (`fastsim.generator.radiation`), which returns the radiative final
    state and a weight factor;
 5. the generation cuts, applied to the final state of each event (weight 0 outside);
@@ -26,8 +28,8 @@ import numpy as np
 from numba import njit
 from scipy.interpolate import CubicSpline
 
-from fastsim.physics.cross_section import ElasticCuts, born_dsigma_dt_kernel, t_intervals
-from fastsim.physics.kinematics import ElasticKinematics, invariants_kernel
+from fastsim.physics.cross_section import ElasticCuts, born_t2_dsigma_dt_kernel, t_intervals
+from fastsim.physics.kinematics import ElasticKinematics, born_momenta_kernel, invariants_kernel
 from fastsim.physics.vacuum_polarization import RunningCoupling
 from fastsim.units import ELECTRON_MASS_GEV
 
@@ -60,11 +62,11 @@ class RunningTable:
         return cls(u_lo, u[1] - u[0], np.ascontiguousarray(spline.c.T))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def running_factor_kernel(t_gev2, u_start, u_step, coefficients):
     """The running factor at t from a RunningTable's arrays (clamped to the table's range)."""
     u = math.log(-t_gev2)
-    i = int((u - u_start) / u_step)
+    i = int((u - u_start) * (1.0 / u_step))  # the reciprocal is hoisted out of event loops
     i = min(max(i, 0), coefficients.shape[0] - 1)
     d = u - (u_start + i * u_step)
     c = coefficients[i]
@@ -113,46 +115,51 @@ class TSampling:
         return float(self.low_gev2.min()), float(self.high_gev2.max())
 
     def arrays(self):
-        return self.shape, self.low_gev2, self.high_gev2, self.cumulative
+        """(shape, cumulative, start, jacobian) for `sample_t_kernel`: on segment k, with
+        width = its length in v = -1/t (shape ~1/t^2) or in ln(-t) (shape ~1/|t|) and
+        jacobian = width / share, that variable is start + (u - cumulative[k - 1]) jacobian,
+        and 1/p(t) = t^2 jacobian or |t| jacobian."""
+        shares = np.diff(np.concatenate([[0.0], self.cumulative]))
+        inverse = self.shape == SHAPE_INVERSE_T2
+        start = np.where(inverse, -1.0 / self.low_gev2, np.log(-self.high_gev2))
+        width = np.where(inverse, -1.0 / self.high_gev2, np.log(-self.low_gev2)) - start
+        return self.shape, self.cumulative, start, width / shares
 
 
-@njit(cache=True, nogil=True)
-def sample_t_kernel(u_segment, u_position, shape, low, high, cumulative):
-    """(t, p(t)): t in GeV^2 drawn from a TSampling's arrays with two uniforms, and its density."""
+@njit(cache=True, nogil=True, inline="always")
+def sample_t_kernel(u, shape, cumulative, start, jacobian):
+    """(t, 1 / (t^2 p(t))): t in GeV^2 from one uniform by inverting the cumulative distribution
+    of a TSampling (its `arrays()`), and the inverse density over t^2, finite as t -> 0 (see
+    `born_t2_dsigma_dt_kernel`)."""
     k = 0
-    while k < cumulative.size - 1 and u_segment > cumulative[k]:
+    while k < cumulative.size - 1 and u > cumulative[k]:
         k += 1
-    share = cumulative[k] - (0.0 if k == 0 else cumulative[k - 1])
+    variable = start[k] + (u - (0.0 if k == 0 else cumulative[k - 1])) * jacobian[k]
     if shape[k] == SHAPE_INVERSE_T2:
-        v_lo, v_hi = -1.0 / low[k], -1.0 / high[k]
-        t = -1.0 / (v_lo + u_position * (v_hi - v_lo))
-        return t, share / (t * t * (v_hi - v_lo))
-    log_lo, log_hi = math.log(-high[k]), math.log(-low[k])
-    t = -math.exp(log_lo + u_position * (log_hi - log_lo))
-    return t, share / (-t * (log_hi - log_lo))
+        return -1.0 / variable, jacobian[k]
+    t = -math.exp(variable)
+    return t, jacobian[k] / -t
 
 
-@njit(cache=True, nogil=True)
-def elastic_weight_kernel(beam_energy_gev, t_gev2, density, u_start, u_step, coefficients):
-    """dsigma/dt / p(t) in ub for the sampled t; 0 where t < t_min at this beam energy."""
+@njit(cache=True, nogil=True, inline="always")
+def elastic_weight_kernel(beam_energy_gev, t_gev2, jacobian_over_t2, u_start, u_step, coefficients):
+    """dsigma/dt / p(t) in ub for the sampled t (`sample_t_kernel`); 0 where t < t_min at this
+    beam energy."""
     s, lam, _ = invariants_kernel(beam_energy_gev)
-    if t_gev2 < -lam / s:
+    if t_gev2 * s < -lam:
         return 0.0
     factor = running_factor_kernel(t_gev2, u_start, u_step, coefficients)
-    return born_dsigma_dt_kernel(beam_energy_gev, t_gev2) * factor / density
+    return born_t2_dsigma_dt_kernel(beam_energy_gev, t_gev2) * factor * jacobian_over_t2
 
 
-@njit(cache=True, nogil=True)
-def born_final_state_kernel(beam_energy_gev, t_gev2, phi_rad):
+@njit(cache=True, nogil=True, inline="always")
+def born_final_state_kernel(beam_energy_gev, t_gev2, cos_phi, sin_phi):
     """(muon px, py, pz, E, electron px, py, pz, E) in GeV in the frame where the incoming muon
-    moves along +z: exact two-body kinematics, the electron at azimuth phi."""
-    s, lam, p = invariants_kernel(beam_energy_gev)
-    t_minus_tmin = max(t_gev2 + lam / s, 0.0)
-    pt = math.sqrt(-t_gev2 * s * t_minus_tmin / lam)
-    pl_e = -t_gev2 * (beam_energy_gev + _ME) / (2.0 * _ME * p)
-    energy_e = _ME - t_gev2 / (2.0 * _ME)
-    c, sn = math.cos(phi_rad), math.sin(phi_rad)
-    return (-pt * c, -pt * sn, p - pl_e, beam_energy_gev + _ME - energy_e, pt * c, pt * sn, pl_e, energy_e)
+    moves along +z: exact two-body kinematics, the electron at azimuth phi (given by its cosine
+    and sine)."""
+    pt, pl_e, energy_e, p = born_momenta_kernel(beam_energy_gev, t_gev2)
+    return (-pt * cos_phi, -pt * sin_phi, p - pl_e, beam_energy_gev + _ME - energy_e, pt * cos_phi, pt * sin_phi,
+            pl_e, energy_e)
 
 
 def sampling_intervals(beam_energy_range_gev, cuts: ElasticCuts, exact: bool):
@@ -182,7 +189,7 @@ def cut_array(cuts: ElasticCuts) -> np.ndarray:
     ])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def passes_cuts_kernel(cuts, energy_e_gev, theta_e_rad, theta_mu_rad):
     return (cuts[0] <= energy_e_gev <= cuts[1] and cuts[2] <= theta_e_rad <= cuts[3]
             and cuts[4] <= theta_mu_rad <= cuts[5])

@@ -40,7 +40,7 @@ def read_external(path, file_format: str = "auto") -> ExternalEvents:
 def _import_vertices(seed, first_event, target_z, target_thickness, target_cumulative, z_out, index_out):
     for i in prange(z_out.size):
         u = rng.uniform4(seed, first_event + i, rng.STREAM_IMPORT, 0)
-        z_out[i], index_out[i] = vertex_kernel(u[0], u[1], target_z, target_thickness, target_cumulative)
+        z_out[i], index_out[i] = vertex_kernel(u[0], target_z, target_thickness, target_cumulative)
 
 
 def truth_from_external(events: ExternalEvents, targets=(Target(),), seed: int = 0, first_event: int = 0) -> TruthEvents:

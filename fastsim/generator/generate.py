@@ -29,10 +29,10 @@ from fastsim import rng
 from fastsim.config import check_choice, check_integer, check_range, content_hash, from_mapping, load_toml, to_plain
 from fastsim.events import PARTICLE_COLUMNS, PROCESS_CODES, TruthEvents, TruthWriter
 from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam, store_beam_and_vertex
+from fastsim.numerics import polar_angle, sincos_turn
 from fastsim.generator.elastic import (
     RunningTable,
     TSampling,
-    born_final_state_kernel,
     cut_array,
     elastic_weight_kernel,
     passes_cuts_kernel,
@@ -43,6 +43,7 @@ from fastsim.generator.pair import PairProcess, PairSettings, pair_chunk
 from fastsim.generator.radiation import RADIATION_MODELS, RadiationModel, min_born_energy_fraction, radiate_event
 from fastsim.generator.targets import Target, check_targets, target_arrays, vertex_kernel
 from fastsim.physics.cross_section import ElasticCrossSection, ElasticCuts
+from fastsim.physics.kinematics import born_momenta_kernel
 from fastsim.physics.vacuum_polarization import (
     RUNNING_CHOICES,
     LeptonLikeModel,
@@ -167,21 +168,23 @@ class GeneratorConfig:
 
 
 @njit(parallel=True, cache=True)
-def _elastic_chunk(seed, event_ids, rows, weight_scale, beam_params, beam_profile, target_z, target_thickness,
-                   target_cumulative, t_shape, t_low, t_high, t_cumulative, u_start, u_step, coefficients, cuts,
-                   radiation_params, weight, t_out, beam_out, vertex_out, target_out, momenta, angles):
-    """Elastic events `event_ids` into rows `rows` of the arrays; momenta[i] holds
-    (px, py, pz, E) of the muon, the electron and the photon (zero if none), in the lab."""
+def _elastic_chunk(seed, first_event, rows, weight_scale, beam_params, beam_profile, target_z, target_thickness,
+                   target_cumulative, t_shape, t_cumulative, t_start, t_jacobian, u_start, u_step, coefficients,
+                   cuts, radiation_params, weight, t_out, beam_out, vertex_out, target_out, momenta, angles):
+    """Elastic events first_event + rows into rows `rows` of the arrays; momenta[i] holds
+    (px, py, pz, E) of the muon, the electron and the photon (zero if none), in the lab.
+    Uniforms 0-2 of STREAM_ELASTIC give t, the azimuth and the vertex (uniform 3 is the
+    unweighting's)."""
     radiative = radiation_params[0] != 0.0
-    for j in prange(event_ids.size):
-        event, i = event_ids[j], rows[j]
-        energy, x0, y0, theta_x, theta_y = beam_kernel(seed, event, beam_params, beam_profile)
-        u = rng.uniform4(seed, event, rng.STREAM_PROCESS, 0)
-        z, target = vertex_kernel(u[1], u[2], target_z, target_thickness, target_cumulative)
+    for j in prange(rows.size):
+        i = rows[j]
+        event = first_event + i
         u = rng.uniform4(seed, event, rng.STREAM_ELASTIC, 0)
-        t, density = sample_t_kernel(u[0], u[1], t_shape, t_low, t_high, t_cumulative)
-        phi = 2.0 * math.pi * u[2]
-        w = weight_scale * elastic_weight_kernel(energy, t, density, u_start, u_step, coefficients)
+        energy, x0, y0, theta_x, theta_y = beam_kernel(seed, event, beam_params, beam_profile)
+        z, target = vertex_kernel(u[2], target_z, target_thickness, target_cumulative)
+        t, jacobian = sample_t_kernel(u[0], t_shape, t_cumulative, t_start, t_jacobian)
+        phi = 2.0 * math.pi * u[1]
+        w = weight_scale * elastic_weight_kernel(energy, t, jacobian, u_start, u_step, coefficients)
         if radiative:
             scratch = np.zeros(N_OUT * 4)
             if w > 0.0:
@@ -189,24 +192,32 @@ def _elastic_chunk(seed, event_ids, rows, weight_scale, beam_params, beam_profil
                 w *= radiate_event(energy, t, phi, np.array(r), radiation_params, scratch)
             for k in range(N_OUT * 4):
                 momenta[i, k] = scratch[k]
-        else:
-            p = born_final_state_kernel(energy, t, phi)
-            for k in range(8):
-                momenta[i, k] = p[k]
-            for k in range(8, N_OUT * 4):
-                momenta[i, k] = 0.0
-        theta_e = math.atan2(math.hypot(momenta[i, 4], momenta[i, 5]), momenta[i, 6])
-        theta_mu = math.atan2(math.hypot(momenta[i, 0], momenta[i, 1]), momenta[i, 2])
-        if w > 0.0 and not passes_cuts_kernel(cuts, momenta[i, 7], theta_e, theta_mu):
-            w = 0.0
-        if radiative:  # a photon takes transverse momentum: the azimuths are no longer phi, phi + pi
+            theta_e = polar_angle(math.sqrt(momenta[i, 4] ** 2 + momenta[i, 5] ** 2), momenta[i, 6])
+            theta_mu = polar_angle(math.sqrt(momenta[i, 0] ** 2 + momenta[i, 1] ** 2), momenta[i, 2])
+            # a photon takes transverse momentum: the azimuths are no longer phi, phi + pi
             phi_e = math.atan2(momenta[i, 5], momenta[i, 4])
             phi_mu = math.atan2(momenta[i, 1], momenta[i, 0])
         else:
+            pt, pz_e, energy_e, p = born_momenta_kernel(energy, t)
+            cos_phi, sin_phi = sincos_turn(u[1])
+            momenta[i, 0] = -pt * cos_phi
+            momenta[i, 1] = -pt * sin_phi
+            momenta[i, 2] = p - pz_e
+            momenta[i, 3] = energy + ELECTRON_MASS_GEV - energy_e
+            momenta[i, 4] = pt * cos_phi
+            momenta[i, 5] = pt * sin_phi
+            momenta[i, 6] = pz_e
+            momenta[i, 7] = energy_e
+            for k in range(8, N_OUT * 4):
+                momenta[i, k] = 0.0
+            theta_e = polar_angle(pt, pz_e)
+            theta_mu = polar_angle(pt, p - pz_e)
             phi_e = phi
             phi_mu = phi + math.pi if phi < math.pi else phi - math.pi
-        tx, ty = math.tan(theta_x), math.tan(theta_y)
-        if tx != 0.0 or ty != 0.0:
+        if w > 0.0 and not passes_cuts_kernel(cuts, momenta[i, 7], theta_e, theta_mu):
+            w = 0.0
+        if theta_x != 0.0 or theta_y != 0.0:
+            tx, ty = math.tan(theta_x), math.tan(theta_y)
             norm = math.sqrt(1.0 + tx * tx + ty * ty)
             for k in range(N_OUT):
                 px, py, pz = rotate_to_beam(momenta[i, 4 * k], momenta[i, 4 * k + 1], momenta[i, 4 * k + 2],
@@ -222,6 +233,19 @@ def _elastic_chunk(seed, event_ids, rows, weight_scale, beam_params, beam_profil
         angles[i, 1] = phi_e
         angles[i, 2] = theta_mu
         angles[i, 3] = phi_mu
+
+
+@njit(cache=True)
+def _particle_offsets(momenta):
+    """CSR offsets of the outgoing particles: slots with positive energy, event by event."""
+    offsets = np.empty(momenta.shape[0] + 1, dtype=np.int64)
+    offsets[0] = 0
+    for i in range(momenta.shape[0]):
+        count = 0
+        for slot in range(N_OUT):
+            count += momenta[i, slot, 3] > 0.0
+        offsets[i + 1] = offsets[i] + count
+    return offsets
 
 
 @njit(parallel=True, cache=True)
@@ -310,19 +334,18 @@ class Generator:
         target = np.empty(n_events, dtype=np.int16)
         momenta = np.empty((n_events, N_OUT * 4))
         angles = np.empty((n_events, 4))
-        event_ids = np.arange(first_event, first_event + n_events, dtype=np.int64)
         is_pair = self.process_is_pair(first_event, n_events)
-        elastic_rows = np.flatnonzero(~is_pair)
+        elastic_rows = np.flatnonzero(~is_pair) if self.pair_probability > 0.0 else np.arange(n_events)
         pair_rows = np.flatnonzero(is_pair)
         if elastic_rows.size:
             table = self.running_table
-            _elastic_chunk(self._kernel_seed, event_ids[elastic_rows], elastic_rows, 1.0 / (1.0 - self.pair_probability),
+            _elastic_chunk(self._kernel_seed, np.int64(first_event), elastic_rows, 1.0 / (1.0 - self.pair_probability),
                            self.beam_params, self.beam_profile, self.target_z, self.target_thickness,
                            self.target_cumulative, *self.sampling.arrays(), table.u_start, table.u_step,
                            table.coefficients, self.cuts, self.radiation.kernel_params(),
                            weight, t, beam, vertex, target, momenta, angles)
         if pair_rows.size:
-            pair_chunk(self._kernel_seed, event_ids[pair_rows], pair_rows, self.beam_params, self.beam_profile,
+            pair_chunk(self._kernel_seed, np.int64(first_event), pair_rows, self.beam_params, self.beam_profile,
                        self.config.pair.rate_scale * self.pair.sigma_per_electron_ub / self.pair_probability,
                        *self.pair.kernel_arrays(),
                        weight, beam, vertex, target, momenta, angles)
@@ -343,9 +366,7 @@ class Generator:
         n = weight.size
         is_pair = np.isnan(t)
         muon_pdg = -PDG_MUON if self.config.beam.charge > 0 else PDG_MUON
-        offsets = np.empty(n + 1, dtype=np.int64)
-        offsets[0] = 0
-        np.cumsum((momenta[:, :, 3] > 0.0).sum(axis=1), out=offsets[1:])
+        offsets = _particle_offsets(momenta)
         particles = {name: np.empty(offsets[-1], dtype=dtype) for name, dtype in PARTICLE_COLUMNS.items()}
         _pack_particles(momenta, is_pair, muon_pdg, offsets, *particles.values())
         columns = {

@@ -4,8 +4,9 @@ A `PairProcess` holds one `fastsim.physics.pair_production.PairSampler` per targ
 mean beam energy E0, and the rates that mix pair events with elastic ones. Per event:
 
 - the target k is chosen with probability proportional to n_atoms,k sigma_k(E0) (atoms per cm^2
-  times the cross section per atom in the pair-energy window), the depth uniformly;
-- (nu, rho) and the lepton angles come from the tables of target k (STREAM_PAIR numbers);
+  times the cross section per atom in the pair-energy window), the depth uniformly (both from
+  uniform 5 of STREAM_PAIR, `vertex_kernel`);
+- (nu, rho) and the lepton angles come from the tables of target k (STREAM_PAIR uniforms 0-4);
 - energies follow the event's beam energy E: E_mu = E (1 - nu), E+- = nu E (1 +- rho) / 2, and
   the weight carries d2sigma(E, nu, rho) / d2sigma(E0, nu, rho), so a beam-energy spread is
   exact wherever the tables' window covers the event's kinematics (the tables are built for
@@ -98,22 +99,22 @@ def _four_momentum(energy, mass, ux, uy, uz):
 
 
 @njit(parallel=True, cache=True)
-def pair_chunk(seed, event_ids, rows, beam_params, beam_profile, weight_scale,
+def pair_chunk(seed, first_event, rows, beam_params, beam_profile, weight_scale,
                params, target_z, target_thickness, target_cumulative, atomic_z,
                s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf,
                weight, beam_out, vertex_out, target_out, momenta, angles):
-    """Pair events `event_ids` into rows `rows` of the generator's output arrays; momenta
+    """Pair events first_event + rows into rows `rows` of the generator's output arrays; momenta
     slots: muon, electron, positron, in the lab frame."""
     energy0, pair_min, pair_max, exact = params[0], params[1], params[2], params[3] != 0.0
-    for j in prange(event_ids.size):
-        event, i = event_ids[j], rows[j]
+    for j in prange(rows.size):
+        i = rows[j]
+        event = first_event + i
         energy, x0, y0, theta_x, theta_y = beam_kernel(seed, event, beam_params, beam_profile)
-        v = rng.uniform4(seed, event, rng.STREAM_PROCESS, 0)
-        z, k = vertex_kernel(v[1], v[2], target_z, target_thickness, target_cumulative)
         u_local = np.empty(N_UNIFORMS)
         out_local = np.empty(20)
         a = rng.uniform4(seed, event, rng.STREAM_PAIR, 0)
         b = rng.uniform4(seed, event, rng.STREAM_PAIR, 1)
+        z, k = vertex_kernel(b[1], target_z, target_thickness, target_cumulative)
         u_local[0], u_local[1], u_local[2], u_local[3], u_local[4] = a[0], a[1], a[2], a[3], b[0]
         sample_pair(energy0, s_grid[k], nu_pdf[k], nu_cdf[k], x_grid[k], x_pdf[k], x_cdf[k], u_local, out_local)
         nu, rho = out_local[0], out_local[1]

@@ -221,7 +221,7 @@ def _born_ratio(beam_energy_gev, t_gev2, x):
 @njit(cache=True, nogil=True)
 def _born_into(beam_energy_gev, t_born_gev2, phi_rad, out):
     """Born final state (muon, electron; photon zero) into out[0:12]."""
-    p = born_final_state_kernel(beam_energy_gev, t_born_gev2, phi_rad)
+    p = born_final_state_kernel(beam_energy_gev, t_born_gev2, math.cos(phi_rad), math.sin(phi_rad))
     for i in range(8):
         out[i] = p[i]
     for i in range(8, 12):

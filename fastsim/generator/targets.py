@@ -68,11 +68,14 @@ def target_arrays(targets, rates):
     return z, thickness, cumulative
 
 
-@njit(cache=True, nogil=True)
-def vertex_kernel(u_target, u_depth, z_start_cm, thickness_cm, cumulative):
-    """(vertex z in cm, target index) from two uniforms: the target by its cumulative probability,
-    then a uniform depth inside it."""
+@njit(cache=True, nogil=True, inline="always")
+def vertex_kernel(u, z_start_cm, thickness_cm, cumulative):
+    """(vertex z in cm, target index) from one uniform by inverting the cumulative distribution
+    of z: the target by its cumulative probability, then the depth from where u falls inside
+    the target's share (uniform there)."""
     index = 0
-    while index < cumulative.size - 1 and u_target > cumulative[index]:
+    while index < cumulative.size - 1 and u > cumulative[index]:
         index += 1
-    return z_start_cm[index] + u_depth * thickness_cm[index], index
+    lower = 0.0 if index == 0 else cumulative[index - 1]
+    fraction = min(max((u - lower) / (cumulative[index] - lower), 0.0), 1.0)
+    return z_start_cm[index] + fraction * thickness_cm[index], index

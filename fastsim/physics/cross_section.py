@@ -6,7 +6,8 @@ What to use when:
   (ub/rad) and the integrated cross section `sigma_ub(cuts)` for any combination of cuts on
   E_e, theta_e and theta_mu (`ElasticCuts`).
 - `born_dsigma_dt_kernel` is the fixed-alpha formula as a scalar numba function for the
-  generator, which multiplies it by the running factor itself.
+  generator, which multiplies it by the running factor itself; `born_t2_dsigma_dt_kernel` is
+  t^2 times it, the form the generator's 1/t^2 importance sampling uses.
 
 The formula (with masses, one-photon exchange; e.g. Abbiendi et al., Eur. Phys. J. C 77 (2017)
 139, and REFERENCE.md) is
@@ -34,13 +35,19 @@ _ME = ELECTRON_MASS_GEV
 _MMU = MUON_MASS_GEV
 
 
+@njit(cache=True, nogil=True, inline="always")
+def born_t2_dsigma_dt_kernel(beam_energy_gev, t_gev2):
+    """t^2 dsigma/dt at fixed alpha(0) in ub (finite as t -> 0): the weight of events sampled
+    with density ~ 1/t^2 needs no division by t."""
+    s, lam, _ = invariants_kernel(beam_energy_gev)
+    c = s - _MMU * _MMU - _ME * _ME
+    return 4.0 * math.pi * ALPHA0 * ALPHA0 * GEV2_TO_UB / lam * (c * c + t_gev2 * (s + 0.5 * t_gev2))
+
+
 @njit(cache=True, nogil=True)
 def born_dsigma_dt_kernel(beam_energy_gev, t_gev2):
     """dsigma/dt at fixed alpha(0) in ub/GeV^2 (t < 0)."""
-    s, lam, _ = invariants_kernel(beam_energy_gev)
-    c = s - _MMU * _MMU - _ME * _ME
-    bracket = c * c / (t_gev2 * t_gev2) + s / t_gev2 + 0.5
-    return 4.0 * math.pi * ALPHA0 * ALPHA0 / lam * bracket * GEV2_TO_UB
+    return born_t2_dsigma_dt_kernel(beam_energy_gev, t_gev2) / (t_gev2 * t_gev2)
 
 
 @njit(cache=True)

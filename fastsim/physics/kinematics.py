@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from fastsim.numerics import polar_angle
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV
 
 _ME = ELECTRON_MASS_GEV
@@ -47,7 +48,7 @@ def kallen(a, b, c):
     return a * a + b * b + c * c - 2.0 * (a * b + a * c + b * c)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def invariants_kernel(beam_energy_gev):
     """(s, lambda, p_beam) in GeV^2, GeV^4, GeV for a muon of energy E on an electron at rest."""
     p = math.sqrt((beam_energy_gev - _MMU) * (beam_energy_gev + _MMU))
@@ -56,16 +57,22 @@ def invariants_kernel(beam_energy_gev):
     return s, lam, p
 
 
+@njit(cache=True, nogil=True, inline="always")
+def born_momenta_kernel(beam_energy_gev, t_gev2):
+    """(pt, pz_e, E_e, p_beam) in GeV of the elastic final state with momentum transfer t
+    (GeV^2, t_min <= t < 0), incoming muon along +z: the electron's transverse and longitudinal
+    momentum and energy; the muon has -pt, p_beam - pz_e and E_beam + m_e - E_e."""
+    s, lam, p = invariants_kernel(beam_energy_gev)
+    pt = math.sqrt(max(-t_gev2 * (t_gev2 * s + lam), 0.0) / lam)  # pt^2 = -t s (t - t_min) / lambda
+    pz_e = -t_gev2 * (beam_energy_gev + _ME) / (2.0 * _ME * p)
+    return pt, pz_e, _ME - t_gev2 * (0.5 / _ME), p
+
+
 @njit(cache=True, nogil=True)
 def angles_from_t_kernel(beam_energy_gev, t_gev2):
     """(theta_e, theta_mu) in rad for momentum transfer t (GeV^2, t_min <= t < 0)."""
-    s, lam, p = invariants_kernel(beam_energy_gev)
-    t_minus_tmin = t_gev2 + lam / s
-    if t_minus_tmin < 0.0:
-        t_minus_tmin = 0.0
-    pt = math.sqrt(-t_gev2 * s * t_minus_tmin / lam)
-    pl_e = -t_gev2 * (beam_energy_gev + _ME) / (2.0 * _ME * p)
-    return math.atan2(pt, pl_e), math.atan2(pt, p - pl_e)
+    pt, pz_e, _, p = born_momenta_kernel(beam_energy_gev, t_gev2)
+    return polar_angle(pt, pz_e), polar_angle(pt, p - pz_e)
 
 
 @njit(cache=True, nogil=True)

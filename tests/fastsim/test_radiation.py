@@ -94,7 +94,7 @@ def test_none_gives_weight_one_and_born_kinematics_exactly():
     t, phi, uniforms, out, factor = _random_events(150.0, 2000, 1, RadiationModel(name="none"))
     assert np.all(factor == 1.0)
     for i in range(t.size):
-        born = np.array(born_final_state_kernel(150.0, t[i], phi[i]))
+        born = np.array(born_final_state_kernel(150.0, t[i], math.cos(phi[i]), math.sin(phi[i])))
         assert np.array_equal(out[i, :8], born)
         assert np.all(out[i, 8:] == 0.0)
         theta_e, theta_mu = angles_from_t_kernel(150.0, t[i])

@@ -192,7 +192,12 @@ def test_stubs_of_clean_events(station_events):
     key = (event_of_hit * 100 + module_of_hit) * 10 + hits.particle_index
     both = np.intersect1d(key[side_of_hit == 0], key[side_of_hit == 1])
     expected = np.bincount(both // 1000, minlength=len(chunk.truth))
-    np.testing.assert_array_equal(np.diff(stubs.offsets), expected)
+    found = np.diff(stubs.offsets)
+    assert np.all(found <= expected)
+    # except where a low-energy electron at a large angle bends beyond the window in a tilted
+    # module: no stub, as on the real chip
+    missing = found < expected
+    assert missing.mean() < 1e-3 and np.all(chunk.truth["e_theta_rad"][missing] > 0.02)
     assert np.mean(expected == 12) > 0.9
     # the bend is the expected one for tracks near the beam direction (mrad slopes)
     np.testing.assert_allclose(stubs.bend_strips, modules.offset_strips[stubs.module], atol=DEFAULT_WINDOW)
