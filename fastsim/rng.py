@@ -159,6 +159,22 @@ def uniform(seed, event, stream, draw):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def uniform_pair(seed, event, stream, draw):
+    """Uniform draws `draw` and `draw + 1` of (seed, event, stream): the numbers of two `uniform`
+    calls, from one Philox block unless `draw` is the last word of its block."""
+    draw = np.uint64(draw)
+    word = draw & np.uint64(3)
+    if word == 3:
+        return uniform(seed, event, stream, draw), uniform(seed, event, stream, draw + np.uint64(1))
+    x0, x1, x2, x3 = _block(seed, event, stream, draw >> np.uint64(2))
+    if word == 0:
+        return _to_unit(x0), _to_unit(x1)
+    if word == 1:
+        return _to_unit(x1), _to_unit(x2)
+    return _to_unit(x2), _to_unit(x3)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def uniform4(seed, event, stream, block):
     """Uniform draws 4 block .. 4 block + 3 of (seed, event, stream) from one Philox block."""
     x0, x1, x2, x3 = _block(seed, event, stream, block)

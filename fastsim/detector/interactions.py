@@ -39,7 +39,8 @@ import math
 import numpy as np
 from numba import njit
 
-from fastsim.rng import normal4, uniform
+from fastsim.numerics import tan_small
+from fastsim.rng import normal4, uniform, uniform_pair
 from fastsim.units import ALPHA0, ELECTRON_MASS_GEV
 
 # Highland formula, PDG RPP "Passage of particles through matter", eq. 34.16 (2022/2024
@@ -73,9 +74,10 @@ BETHE_HEITLER_B = 1.0 / math.log(2.0)
 _TWO_PI = 2.0 * math.pi
 _INV_SQRT12 = 1.0 / math.sqrt(12.0)
 _INV_E = math.exp(-1.0)
+_EXP_UNDERFLOW = -746.0  # math.exp(x) == 0.0 for x < -745.14
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def highland_theta0_rad(momentum_gev, beta, charge, thickness_over_x0):
     """Highland width of the projected multiple-scattering angle, in rad.
 
@@ -113,7 +115,7 @@ def highland_theta0_rad(momentum_gev, beta, charge, thickness_over_x0):
             * (1.0 + HIGHLAND_LOG_COEFFICIENT * log_term))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def scatter_gaussian(theta0, thickness_cm, z1, z2, z3, z4):
     """Gaussian multiple scattering in a slab: exit plane angles and position offsets.
 
@@ -287,7 +289,7 @@ def scatter_mixture(theta0, thickness_cm, thickness_over_x0, beta, charge, atomi
     return dtheta_x + tail_x, dtheta_y + tail_y, dx + lever_cm * tail_x, dy + lever_cm * tail_y
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def deflect(dx, dy, dz, dtheta_x, dtheta_y):
     """Deflect the unit direction (dx, dy, dz) by two plane angles, exactly.
 
@@ -312,8 +314,8 @@ def deflect(dx, dy, dz, dtheta_x, dtheta_y):
     No 1 - cos appears, so deflections of 1e-7 rad keep full relative precision. For d within
     1e-8 of the y axis (never the case for forward tracks) x_hat replaces y_hat.
     """
-    tx = math.tan(dtheta_x)
-    ty = math.tan(dtheta_y)
+    tx = tan_small(dtheta_x)
+    ty = tan_small(dtheta_y)
     norm_u = math.sqrt(dx * dx + dz * dz)
     if norm_u > 1e-8:
         ux, uy, uz = dz / norm_u, 0.0, -dx / norm_u  # y_hat x d
@@ -337,12 +339,15 @@ def _gamma_ahrens_dieter(seed, event, stream, draw_start, shape):
     b = 1.0 + shape * _INV_E
     n = 0
     while True:
-        p = b * uniform(seed, event, stream, draw_start + n)
-        u = uniform(seed, event, stream, draw_start + n + 1)
+        p, u = uniform_pair(seed, event, stream, draw_start + n)
+        p *= b
         n += 2
         if p <= 1.0:
-            x = math.exp(math.log(p) / shape)  # underflows to 0 for tiny shape: z = 1 exactly
-            if -math.log(u) >= x:
+            log_x = math.log(p) / shape
+            if log_x < _EXP_UNDERFLOW:  # x = exp(log_x) underflows to 0: accepted (-ln u > 0)
+                return 0.0, n
+            x = math.exp(log_x)
+            if u <= 1.0 - x or -math.log(u) >= x:  # squeeze: 1 - x <= exp(-x)
                 return x, n
         else:
             x = -math.log((b - p) / shape)

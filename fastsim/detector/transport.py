@@ -36,6 +36,7 @@ applied along the lab x and y axes (the local frame of a forward track up to O(t
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,11 +175,12 @@ def material_step(seed, event, layer, particle, is_electron, energy, mass, path,
     momentum = math.sqrt(energy * energy - mass * mass)
     if is_electron and settings[2] != 0.0:
         fraction, _ = sample_bethe_heitler(seed, event, rng.bremsstrahlung_stream(layer), particle << 20, path / x0[layer])
-        exit_energy = max(energy * fraction, mass * (1.0 + 1e-9))
-        tau = math.log(energy / exit_energy)
-        if tau > 0.0:
-            momentum *= math.sqrt(2.0 * tau / math.expm1(2.0 * tau))
-        energy = exit_energy
+        if fraction < 1.0:  # most crossings of a thin layer lose less than the float64 resolution
+            exit_energy = max(energy * fraction, mass * (1.0 + 1e-9))
+            tau = math.log(energy / exit_energy)
+            if tau > 0.0:
+                momentum *= math.sqrt(2.0 * tau / math.expm1(2.0 * tau))
+            energy = exit_energy
     _scatter(seed, event, layer, particle, path, x0[layer], atomic_number[layer], mass_number[layer], x_station,
              momentum, mass, settings[0], settings[1] != 0.0, direction, position)
     return energy
@@ -382,6 +384,7 @@ class DetectorSimulation:
         self.capacity = _PARTICLES_PER_EVENT * per_two_stations
         self.modules = ModuleMap.from_layers(layers)
         self._settings_array = settings.kernel_array()
+        self._scratch = threading.local()
         self.calorimeter = None if geometry.calorimeter is None else CalorimeterResponse(geometry.calorimeter)
         # each station as one scatterer, for the way from the vertex station to the calorimeter
         front = layers.z_cm - 0.5 * layers.thickness_cm
@@ -404,9 +407,7 @@ class DetectorSimulation:
         vertex = np.ascontiguousarray(np.column_stack([truth["vertex_x_cm"], truth["vertex_y_cm"], truth["vertex_z_cm"]]))
         momenta = np.ascontiguousarray(np.column_stack([truth.particles[k] for k in ("px_gev", "py_gev", "pz_gev", "e_gev")]))
         cap = self.capacity
-        out_u, out_v, out_tan = np.empty((n, cap)), np.empty((n, cap)), np.empty((n, cap))
-        out_layer = np.empty((n, cap), dtype=np.int64)
-        out_particle = np.empty((n, cap), dtype=np.int64)
+        out_u, out_v, out_tan, out_layer, out_particle = self._crossing_buffers(n)
         counts = np.empty(n, dtype=np.int64)
         true_vertex = np.empty((n, 3))
         vertex_station = np.empty(n, dtype=np.int64)
@@ -437,6 +438,27 @@ class DetectorSimulation:
                             impacts)
             energies = self.calorimeter.deposit(self.seed, event_ids, impacts)
         return SimulatedChunk(truth, hits, stubs, crossings, true_vertex, impacts, energies)
+
+    def _crossing_buffers(self, n):
+        """The five (n, capacity) per-event crossing arrays `_transport` fills, reused from chunk
+        to chunk (one set per thread): fresh arrays this large (tens of MB) come from mmap and
+        would be faulted in page by page at every chunk, which costs as much as the transport."""
+        buffers = getattr(self._scratch, "crossings", None)
+        if buffers is None or buffers[0].shape[0] < n:
+            shape = (n, self.capacity)
+            buffers = (np.empty(shape), np.empty(shape), np.empty(shape), np.empty(shape, np.int64),
+                       np.empty(shape, np.int64))
+            self._scratch.crossings = buffers
+        return tuple(b[:n] for b in buffers)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_scratch"]  # buffers stay with their process and thread
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._scratch = threading.local()
 
     def _digitize(self, truth, crossings) -> StripHits:
         L, sensors = self.layers, self.sensor_layers

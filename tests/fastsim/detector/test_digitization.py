@@ -2,6 +2,7 @@
 
 import math
 
+import mpmath
 import numpy as np
 import pytest
 from scipy import integrate, stats
@@ -35,6 +36,14 @@ def _interior_u(n, seed=1):
 
 
 # --- charge model ------------------------------------------------------------------------------
+
+
+def test_gauss_cdf_integral_against_mpmath():
+    # G(z) = z Phi(z) + phi(z) from the Mills-ratio polynomials, over all their intervals
+    mpmath.mp.prec = 100
+    for z in np.concatenate([-np.linspace(0.0, 8.5, 341), [-1e-300, -8.4999999, -8.5000001, -20.0]]):
+        exact = z * mpmath.ncdf(z) + mpmath.npdf(z)
+        assert dg._gauss_cdf_integral(z) == pytest.approx(float(exact), rel=5e-14, abs=2e-18)
 
 
 @pytest.mark.parametrize("half_width, sigma", [(0.0, 7e-4), (0.004, 7e-4), (0.02, 5e-4), (1e-12, 7e-4), (0.004, 0.0)])
