@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit
 
 from fastsim.config import check_range
+from fastsim.numerics import tan_small
 from fastsim.rng import STREAM_BEAM, normal4, uniform
 from fastsim.units import MUON_MASS_GEV
 
@@ -176,7 +177,7 @@ def store_beam_and_vertex(row, energy, x0, y0, theta_x, theta_y, z, target, para
     beam_out[row, 0] = energy
     beam_out[row, 1] = theta_x
     beam_out[row, 2] = theta_y
-    vertex_out[row, 0] = x0 + (math.tan(theta_x) * (z - params[_Z_REF]) if theta_x != 0.0 else 0.0)
-    vertex_out[row, 1] = y0 + (math.tan(theta_y) * (z - params[_Z_REF]) if theta_y != 0.0 else 0.0)
+    vertex_out[row, 0] = x0 + (tan_small(theta_x) * (z - params[_Z_REF]) if theta_x != 0.0 else 0.0)
+    vertex_out[row, 1] = y0 + (tan_small(theta_y) * (z - params[_Z_REF]) if theta_y != 0.0 else 0.0)
     vertex_out[row, 2] = z
     target_out[row] = target

@@ -29,7 +29,6 @@ from fastsim import rng
 from fastsim.config import check_choice, check_integer, check_range, content_hash, from_mapping, load_toml, to_plain
 from fastsim.events import PARTICLE_COLUMNS, PROCESS_CODES, TruthEvents, TruthWriter
 from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam, store_beam_and_vertex
-from fastsim.numerics import polar_angle, sincos_turn
 from fastsim.generator.elastic import (
     RunningTable,
     TSampling,
@@ -42,6 +41,7 @@ from fastsim.generator.elastic import (
 from fastsim.generator.pair import PairProcess, PairSettings, pair_chunk
 from fastsim.generator.radiation import RADIATION_MODELS, RadiationModel, min_born_energy_fraction, radiate_event
 from fastsim.generator.targets import Target, check_targets, target_arrays, vertex_kernel
+from fastsim.numerics import polar_angle, sincos_turn, tan_small
 from fastsim.physics.cross_section import ElasticCrossSection, ElasticCuts
 from fastsim.physics.kinematics import born_momenta_kernel
 from fastsim.physics.vacuum_polarization import (
@@ -217,7 +217,7 @@ def _elastic_chunk(seed, first_event, rows, weight_scale, beam_params, beam_prof
         if w > 0.0 and not passes_cuts_kernel(cuts, momenta[i, 7], theta_e, theta_mu):
             w = 0.0
         if theta_x != 0.0 or theta_y != 0.0:
-            tx, ty = math.tan(theta_x), math.tan(theta_y)
+            tx, ty = tan_small(theta_x), tan_small(theta_y)
             norm = math.sqrt(1.0 + tx * tx + ty * ty)
             for k in range(N_OUT):
                 px, py, pz = rotate_to_beam(momenta[i, 4 * k], momenta[i, 4 * k + 1], momenta[i, 4 * k + 2],

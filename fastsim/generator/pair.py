@@ -31,6 +31,7 @@ from fastsim import rng
 from fastsim.config import check_range
 from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam, store_beam_and_vertex
 from fastsim.generator.targets import target_arrays, vertex_kernel
+from fastsim.numerics import tan_small
 from fastsim.physics.pair_production import N_UNIFORMS, PairSampler, d2sigma_kernel, sample_pair
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV
 
@@ -128,7 +129,7 @@ def pair_chunk(seed, first_event, rows, beam_params, beam_profile, weight_scale,
         e_mu = energy * (1.0 - nu)
         e_minus = 0.5 * pair_energy * (1.0 - rho)
         e_plus = 0.5 * pair_energy * (1.0 + rho)
-        tx, ty = math.tan(theta_x), math.tan(theta_y)
+        tx, ty = tan_small(theta_x), tan_small(theta_y)
         norm = math.sqrt(1.0 + tx * tx + ty * ty)
         for slot, (e_slot, mass) in enumerate(((e_mu, MUON_MASS_GEV), (e_minus, ELECTRON_MASS_GEV), (e_plus, ELECTRON_MASS_GEV))):
             px, py, pz, e_out = _four_momentum(e_slot, mass, out_local[11 + 3 * slot], out_local[12 + 3 * slot],

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastsim.numerics import polar_angle, sincos_turn
+from fastsim.numerics import polar_angle, sincos_turn, tan_small
 
 ULP_1 = np.spacing(1.0)
 
@@ -25,6 +25,14 @@ def _polar_array(transverse, longitudinal):
     out = np.empty(transverse.size)
     for i in range(transverse.size):
         out[i] = polar_angle(transverse[i], longitudinal[i])
+    return out
+
+
+@njit(cache=True)
+def _tan_array(x):
+    out = np.empty(x.size)
+    for i in range(x.size):
+        out[i] = tan_small(x[i])
     return out
 
 
@@ -111,3 +119,15 @@ def test_polar_angle_propagates_nan():
     assert math.isnan(polar_angle(math.nan, 1.0))
     assert math.isnan(polar_angle(1.0, math.nan))
     assert math.isnan(polar_angle(math.nan, 0.0))
+
+
+@pytest.mark.parametrize("x", [0.0, -0.0, 1e-300, 1e-9, -3e-4, 0.01, -0.0624999, 0.0625, 0.3, -1.2])
+def test_tan_small_within_an_ulp_of_mpmath(x):
+    mpmath.mp.prec = 120
+    exact = float(mpmath.tan(mpmath.mpf(x)))
+    assert abs(tan_small(x) - exact) <= np.spacing(abs(exact)) if exact else tan_small(x) == 0.0
+
+
+def test_tan_small_over_the_series_range():
+    x = np.random.default_rng(5).uniform(-0.0625, 0.0625, 1_000_000)
+    assert np.all(np.abs(_tan_array(x) - np.tan(x)) <= np.spacing(np.abs(np.tan(x))))
