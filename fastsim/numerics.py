@@ -12,6 +12,9 @@ last place (tests compare them with libm over 1e6 arguments):
   the polar angle of a momentum in [0, pi].
 - `tan_small(x)`: tan x, by its Taylor series for the small angles of multiple scattering and
   beam divergence (|x| < 1/16), by libm elsewhere.
+- `float_bits(x)`: the IEEE-754 bits of a float64 as an int64 (no conversion: a register move).
+  For x > 0, bits >> (52 - k) counts intervals of 2^k per octave, an index into tables that are
+  uniform in log x, without a logarithm.
 
 Coefficients: S. L. Moshier, Cephes Math Library (sin.c), minimax polynomials for |x| <= pi/4;
 Sun Microsystems fdlibm (s_atan.c), a minimax polynomial for |x| <= 7/16 that needs no
@@ -22,7 +25,8 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 _TWO_PI = 2.0 * math.pi
 _HALF_PI = 0.5 * math.pi
@@ -133,3 +137,15 @@ def tan_small(x):
         p = p * z + 1.0 / 3.0
         return x + x * z * p
     return math.tan(x)
+
+
+@intrinsic
+def float_bits(typingctx, x):
+    """The bits of the float64 x as an int64 (LLVM bitcast)."""
+    if not isinstance(x, types.Float) or x.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return types.int64(types.float64), codegen

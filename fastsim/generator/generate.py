@@ -169,7 +169,7 @@ class GeneratorConfig:
 
 @njit(parallel=True, cache=True)
 def _elastic_chunk(seed, first_event, rows, weight_scale, beam_params, beam_profile, target_z, target_thickness,
-                   target_cumulative, t_shape, t_cumulative, t_start, t_jacobian, u_start, u_step, coefficients,
+                   target_cumulative, t_shape, t_cumulative, t_start, t_jacobian, running_shift, running_first, running_table,
                    cuts, radiation_params, weight, t_out, beam_out, vertex_out, target_out, momenta, angles):
     """Elastic events first_event + rows into rows `rows` of the arrays; momenta[i] holds
     (px, py, pz, E) of the muon, the electron and the photon (zero if none), in the lab.
@@ -184,7 +184,7 @@ def _elastic_chunk(seed, first_event, rows, weight_scale, beam_params, beam_prof
         z, target = vertex_kernel(u[2], target_z, target_thickness, target_cumulative)
         t, jacobian = sample_t_kernel(u[0], t_shape, t_cumulative, t_start, t_jacobian)
         phi = 2.0 * math.pi * u[1]
-        w = weight_scale * elastic_weight_kernel(energy, t, jacobian, u_start, u_step, coefficients)
+        w = weight_scale * elastic_weight_kernel(energy, t, jacobian, running_shift, running_first, running_table)
         if radiative:
             scratch = np.zeros(N_OUT * 4)
             if w > 0.0:
@@ -341,8 +341,8 @@ class Generator:
             table = self.running_table
             _elastic_chunk(self._kernel_seed, np.int64(first_event), elastic_rows, 1.0 / (1.0 - self.pair_probability),
                            self.beam_params, self.beam_profile, self.target_z, self.target_thickness,
-                           self.target_cumulative, *self.sampling.arrays(), table.u_start, table.u_step,
-                           table.coefficients, self.cuts, self.radiation.kernel_params(),
+                           self.target_cumulative, *self.sampling.arrays(), np.int64(table.shift),
+                           np.int64(table.first_index), table.coefficients, self.cuts, self.radiation.kernel_params(),
                            weight, t, beam, vertex, target, momenta, angles)
         if pair_rows.size:
             pair_chunk(self._kernel_seed, np.int64(first_event), pair_rows, self.beam_params, self.beam_profile,

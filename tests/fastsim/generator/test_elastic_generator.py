@@ -14,10 +14,12 @@ from scipy import stats
 
 from fastsim.events import TruthEvents
 from fastsim.generator.beam import BeamModel
+from fastsim.generator.elastic import SPLINE_RTOL, RunningTable, running_factor_kernel
 from fastsim.generator.generate import ElasticSettings, Generator, GeneratorConfig
 from fastsim.generator.targets import Target
 from fastsim.physics.cross_section import ElasticCrossSection, ElasticCuts
 from fastsim.physics.kinematics import ElasticKinematics
+from fastsim.physics.vacuum_polarization import Pol2Model, RunningCoupling
 
 
 def accumulate(generator, n_events, variable, edges, chunk_size=1_000_000):
@@ -289,3 +291,22 @@ def test_radiation_through_the_generator():
     from fastsim.units import ELECTRON_MASS_GEV
     np.testing.assert_allclose(total_e, kept["beam_energy_gev"] + ELECTRON_MASS_GEV, rtol=1e-12)
     assert set(np.unique(kept.particles["pdg"])) == {11, 13, 22}
+
+
+@numba.njit(cache=True)
+def _table_factors(t, shift, first_index, coefficients):
+    out = np.empty(t.size)
+    for i in range(t.size):
+        out[i] = running_factor_kernel(t[i], shift, first_index, coefficients)
+    return out
+
+
+@pytest.mark.parametrize("running", [RunningCoupling("none"), RunningCoupling("lep"), RunningCoupling("lep+had"),
+                                     RunningCoupling("lep+had", Pol2Model())])
+@pytest.mark.parametrize("t_range", [(-0.143, -1e-3), (-0.12, -0.119), (-10.0, -1e-6)])
+def test_running_table_reproduces_the_running_factor(running, t_range):
+    table = RunningTable.build(running, *t_range)
+    t = -np.exp(np.random.default_rng(7).uniform(math.log(-t_range[1]), math.log(-t_range[0]), 200_000))
+    t = np.concatenate([t, t_range])  # and the ends
+    assert np.max(np.abs(_table_factors(t, table.shift, table.first_index, table.coefficients)
+                         / running.factor(t) - 1.0)) < 2 * SPLINE_RTOL
