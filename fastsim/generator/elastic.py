@@ -34,7 +34,7 @@ from fastsim.physics.vacuum_polarization import RunningCoupling
 from fastsim.units import ELECTRON_MASS_GEV
 
 _ME = ELECTRON_MASS_GEV
-SPLINE_RTOL = 1e-10
+RUNNING_TABLE_RTOL = 1e-10
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class RunningTable:
     def build(cls, running: RunningCoupling, t_lo_gev2: float, t_hi_gev2: float, bits_per_octave: int = 5):
         """Interpolation of running.factor on [t_lo, t_hi] (t_lo < t_hi < 0) at the four Chebyshev
         points of every interval, refined (one more bit per octave) until it is within
-        SPLINE_RTOL of the exact factor at points between the nodes."""
+        RUNNING_TABLE_RTOL of the exact factor at points between the nodes."""
         x_lo = -t_hi_gev2
         x_hi = max(-t_lo_gev2, x_lo * (1.0 + 1e-6))
         nodes = 0.5 - 0.5 * np.cos(np.pi * (np.arange(4) + 0.5) / 4)  # in [0, 1]
@@ -70,7 +70,7 @@ class RunningTable:
             c = coefficients
             approximation = ((c[:, 1:2] * d + c[:, 2:3]) * d + c[:, 3:4]) * d + c[:, 4:5]
             error = np.max(np.abs(approximation / running.factor(-x) - 1.0))
-            if error < SPLINE_RTOL or bits_per_octave >= 14:
+            if error < RUNNING_TABLE_RTOL or bits_per_octave >= 14:
                 break
             bits_per_octave += 1
         return cls(shift, int(index[0]), np.ascontiguousarray(coefficients))

@@ -511,10 +511,18 @@ def _sample_pairs(energy_gev, s_grid, nu_pdf, nu_cdf, x_grid, x_pdf, x_cdf, u, o
 
 @njit(cache=True, nogil=True)
 def _normalized_cdf(grid, pdf, cdf):
+    """cdf of the piecewise-linear `pdf` on `grid`, normalized to 1. A pdf without probability
+    (a nu node at the kinematic edge, where the cross section vanishes) is made flat: its table
+    is only ever interpolated with weight -> 0, but must be finite."""
     cdf[0] = 0.0
     for k in range(1, grid.size):
         cdf[k] = cdf[k - 1] + 0.5 * (pdf[k] + pdf[k - 1]) * (grid[k] - grid[k - 1])
     total = cdf[-1]
+    if not total > 0.0:
+        for k in range(grid.size):
+            pdf[k] = 1.0
+            cdf[k] = grid[k] - grid[0]
+        total = cdf[-1]
     for k in range(grid.size):
         cdf[k] /= total
         pdf[k] /= total

@@ -245,7 +245,11 @@ def test_derive_seed():
 
 
 def test_normal4_and_uniform4_equal_the_single_draws():
-    from fastsim.rng import normal, normal4, uniform, uniform4
+    from fastsim.rng import normal, normal4, uniform, uniform4, uniform_pair
+
+    for draw in range(12):  # every word position, the last of a block included
+        assert uniform_pair(np.uint64(3), 7, 2, draw) == (uniform(np.uint64(3), 7, 2, draw),
+                                                           uniform(np.uint64(3), 7, 2, draw + 1))
 
     for event in (0, 7, 2**40):
         for block in (0, 1, 5):

@@ -4,6 +4,7 @@ refinement, sampling (chi2 against the formula) and argument checks."""
 import math
 
 import mpmath as mp
+import numba
 import numpy as np
 import pytest
 from scipy import integrate, stats
@@ -248,6 +249,22 @@ def test_sampled_final_state_conserves_energy_and_momentum(carbon_sample):
     assert np.median(r) == pytest.approx(1.0, abs=0.01)
     np.testing.assert_allclose((out["phi_plus_rad"] - out["phi_minus_rad"]) % (2 * np.pi), np.pi, rtol=1e-12)
     assert np.median(out["theta_mu_rad"]) < 10 * ELECTRON_MASS_GEV / energy
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tables_are_finite_up_to_the_kinematic_edge(threads):
+    # the last nu nodes of a window open to the kinematic limit have no cross section: their
+    # rho tables must still be finite (the sampler interpolates into them), on any thread count
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        sampler = PairSampler(160.0, 4.0, 9.012, 1.0)
+    finally:
+        numba.set_num_threads(previous)
+    _, _, nu_pdf, _, _, x_pdf, x_cdf = sampler.tables
+    assert nu_pdf[-1] == 0.0
+    assert np.all(np.isfinite(x_pdf)) and np.all(np.isfinite(x_cdf))
+    assert np.all(x_cdf[:, -1] == 1.0)
 
 
 def test_sampling_is_a_pure_function_of_the_uniforms():

@@ -1,6 +1,7 @@
 """Detector simulation: scattering against Highland, bremsstrahlung, hits, misalignment, reproducibility."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -95,8 +96,11 @@ def test_simulation_is_reproducible_across_chunks(station_events):
     first = simulation.simulate(truth.select(truth["event_id"] < 700))
     second = simulation.simulate(truth.select((truth["event_id"] >= 700) & (truth["event_id"] < 2000)))
     joined = StripHits.concatenate([first.hits, second.hits])
+    # a pickled copy (as sent to worker processes) simulates the same hits with its own buffers
+    copy = pickle.loads(pickle.dumps(simulation)).simulate(truth.select(truth["event_id"] < 2000))
     for name in StripHits.FLAT:
         np.testing.assert_array_equal(getattr(whole.hits, name), getattr(joined, name))
+        np.testing.assert_array_equal(getattr(whole.hits, name), getattr(copy.hits, name))
 
 
 def test_known_misalignment_moves_hits(station_events):

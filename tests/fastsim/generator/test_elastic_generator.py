@@ -14,7 +14,7 @@ from scipy import stats
 
 from fastsim.events import TruthEvents
 from fastsim.generator.beam import BeamModel
-from fastsim.generator.elastic import SPLINE_RTOL, RunningTable, running_factor_kernel
+from fastsim.generator.elastic import RUNNING_TABLE_RTOL, RunningTable, running_factor_kernel
 from fastsim.generator.generate import ElasticSettings, Generator, GeneratorConfig
 from fastsim.generator.targets import Target
 from fastsim.physics.cross_section import ElasticCrossSection, ElasticCuts
@@ -309,4 +309,4 @@ def test_running_table_reproduces_the_running_factor(running, t_range):
     t = -np.exp(np.random.default_rng(7).uniform(math.log(-t_range[1]), math.log(-t_range[0]), 200_000))
     t = np.concatenate([t, t_range])  # and the ends
     assert np.max(np.abs(_table_factors(t, table.shift, table.first_index, table.coefficients)
-                         / running.factor(t) - 1.0)) < 2 * SPLINE_RTOL
+                         / running.factor(t) - 1.0)) < 2 * RUNNING_TABLE_RTOL
