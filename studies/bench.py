@@ -41,6 +41,8 @@ def benchmark_cases():
         ("elastic, weighted, monochromatic beam", nominal),
         ("elastic, weighted, beam spread+divergence+spot", spread),
         ("elastic + NLO-like radiation, weighted", radiative),
+        ("pair production mu Be -> mu Be e+ e- (E_pair > 1 GeV)", replace(nominal, process="pair")),
+        ("elastic and pair production mixed by cross section", replace(nominal, process="all")),
     ]
 
 

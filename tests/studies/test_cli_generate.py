@@ -93,3 +93,15 @@ def test_generate_malformed_config(capsys, tmp_path, content, fragment):
                          "--output", str(tmp_path / "out.parquet"))
     assert status == 2 and fragment in err
     assert sorted(os.listdir(tmp_path)) == ["config.toml"]
+
+
+def test_bench_reports_every_generation_stage(capsys):
+    # the structure and the units of `muone bench`; its figures are measured by hand (README)
+    status, out, _ = run(capsys, "bench", "--events", "20000", "--json")
+    assert status == 0
+    results = json.loads(out)["benchmarks"]
+    stages = [r["stage"] for r in results]
+    for process in ("elastic, weighted, monochromatic", "NLO-like radiation", "pair production", "mixed",
+                    "simulation of one station"):
+        assert any(process in stage for stage in stages), process
+    assert all(r["events_per_s"] > 0 and r["threads"] == 1 for r in results)
