@@ -198,8 +198,8 @@ def test_stubs_of_clean_events(station_events):
     expected = np.bincount(both // 1000, minlength=len(chunk.truth))
     found = np.diff(stubs.offsets)
     assert np.all(found <= expected)
-    # except where a low-energy electron at a large angle bends beyond the window in a tilted
-    # module: no stub, as on the real chip
+    # except where a low-energy electron at a large angle crosses a tilted module so obliquely
+    # that its two clusters are further apart than the stub window: no stub, as on the real chip
     missing = found < expected
     assert missing.mean() < 1e-3 and np.all(chunk.truth["e_theta_rad"][missing] > 0.02)
     assert np.mean(expected == 12) > 0.9
