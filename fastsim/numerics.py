@@ -141,7 +141,7 @@ def tan_small(x):
 
 @intrinsic
 def float_bits(typingctx, x):
-    """The bits of the float64 x as an int64 (LLVM bitcast)."""
+    """The bits of the float64 x as an int64 (an LLVM bitcast; callable inside numba kernels only)."""
     if not isinstance(x, types.Float) or x.bitwidth != 64:
         return None
 
