@@ -32,6 +32,7 @@ from fastsim.generator.beam import BeamModel, beam_kernel, rotate_to_beam, store
 from fastsim.generator.elastic import (
     RunningTable,
     TSampling,
+    born_final_state_kernel,
     cut_array,
     elastic_weight_kernel,
     passes_cuts_kernel,
@@ -43,7 +44,7 @@ from fastsim.generator.radiation import RADIATION_MODELS, RadiationModel, min_bo
 from fastsim.generator.targets import Target, check_targets, target_arrays, vertex_kernel
 from fastsim.numerics import polar_angle, sincos_turn, tan_small
 from fastsim.physics.cross_section import ElasticCrossSection, ElasticCuts
-from fastsim.physics.kinematics import born_momenta_kernel
+from fastsim.physics.kinematics import angles_from_t_kernel
 from fastsim.physics.vacuum_polarization import (
     RUNNING_CHOICES,
     LeptonLikeModel,
@@ -198,20 +199,13 @@ def _elastic_chunk(seed, first_event, rows, weight_scale, beam_params, beam_prof
             phi_e = math.atan2(momenta[i, 5], momenta[i, 4])
             phi_mu = math.atan2(momenta[i, 1], momenta[i, 0])
         else:
-            pt, pz_e, energy_e, p = born_momenta_kernel(energy, t)
             cos_phi, sin_phi = sincos_turn(u[1])
-            momenta[i, 0] = -pt * cos_phi
-            momenta[i, 1] = -pt * sin_phi
-            momenta[i, 2] = p - pz_e
-            momenta[i, 3] = energy + ELECTRON_MASS_GEV - energy_e
-            momenta[i, 4] = pt * cos_phi
-            momenta[i, 5] = pt * sin_phi
-            momenta[i, 6] = pz_e
-            momenta[i, 7] = energy_e
+            p = born_final_state_kernel(energy, t, cos_phi, sin_phi)
+            for k in range(8):
+                momenta[i, k] = p[k]
             for k in range(8, N_OUT * 4):
                 momenta[i, k] = 0.0
-            theta_e = polar_angle(pt, pz_e)
-            theta_mu = polar_angle(pt, p - pz_e)
+            theta_e, theta_mu = angles_from_t_kernel(energy, t)  # exact, from the same transverse momentum
             phi_e = phi
             phi_mu = phi + math.pi if phi < math.pi else phi - math.pi
         if w > 0.0 and not passes_cuts_kernel(cuts, momenta[i, 7], theta_e, theta_mu):

@@ -68,7 +68,7 @@ def born_momenta_kernel(beam_energy_gev, t_gev2):
     return pt, pz_e, _ME - t_gev2 * (0.5 / _ME), p
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def angles_from_t_kernel(beam_energy_gev, t_gev2):
     """(theta_e, theta_mu) in rad for momentum transfer t (GeV^2, t_min <= t < 0)."""
     pt, pz_e, _, p = born_momenta_kernel(beam_energy_gev, t_gev2)
