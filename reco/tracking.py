@@ -172,11 +172,14 @@ Model = collections.namedtuple("Model", [
     "table_sigma", "table_sigma1", "table_low",
     # packed copies read by the hot kernels (every array passed to a non-inlined numba function
     # costs an atomic reference-count increment and decrement per call):
-    # module_geom[g] = measure (3), normal (3), centre (3), z, x/X0, sensor spacing, pitch;
+    # module_geom[g] = measure (3), normal (3), centre (3), z, x/X0, sensor spacing, pitch,
+    # w = z - the station's zref, and the moments (sum x/X0, sum x/X0 w, sum x/X0 w^2) of the
+    # station's modules upstream (3) and downstream (3) of g (`add_scattering_covariance`);
     # table_both[0] = table_sigma, table_both[1] = table_sigma1
     "module_geom", "table_both",
 ])
 _GEOM_MEASURE, _GEOM_NORMAL, _GEOM_CENTRE, _GEOM_Z, _GEOM_X, _GEOM_SPACING, _GEOM_PITCH = 0, 3, 6, 9, 10, 11, 12
+_GEOM_W, _GEOM_MS_UP, _GEOM_MS_DOWN = 13, 14, 17
 
 
 @njit(cache=True, nogil=True)
@@ -326,6 +329,15 @@ class TrackingModel:
             else:
                 zref[s] = station.global_z_cm(0.0)
                 front[s] = back[s] = zref[s]
+        module_x = layers.x_over_x0[sensors[sensor0]] + layers.x_over_x0[sensors[sensor1]]
+        module_z = 0.5 * (layers.centre_cm[sensors[sensor0], 2] + layers.centre_cm[sensors[sensor1], 2])
+        module_w = module_z - zref[module_station]
+        moments_up, moments_down = np.zeros((n_modules, 3)), np.zeros((n_modules, 3))
+        for g in range(n_modules):
+            in_station = module_station == module_station[g]
+            for moments, side in ((moments_up, module_z < module_z[g]), (moments_down, module_z > module_z[g])):
+                x, w = module_x[in_station & side], module_w[in_station & side]
+                moments[g] = x.sum(), (x * w).sum(), (x * w * w).sum()
         model = Model(
             measure=np.ascontiguousarray(layers.measure_dir[sensors]),
             normal=np.ascontiguousarray(layers.normal[sensors]),
@@ -338,8 +350,7 @@ class TrackingModel:
             module_measure=np.ascontiguousarray(layers.measure_dir[sensors[sensor0]]),
             module_normal=np.ascontiguousarray(layers.normal[sensors[sensor0]]),
             module_centre=np.ascontiguousarray(0.5 * (layers.centre_cm[sensors[sensor0]] + layers.centre_cm[sensors[sensor1]])),
-            module_x=np.ascontiguousarray(layers.x_over_x0[sensors[sensor0]] + layers.x_over_x0[sensors[sensor1]]),
-            module_z=np.ascontiguousarray(0.5 * (layers.centre_cm[sensors[sensor0], 2] + layers.centre_cm[sensors[sensor1], 2])),
+            module_x=module_x, module_z=module_z,
             station_module_first=first_module, station_module_last=last_module,
             station_sensor_first=first_sensor, station_sensor_last=last_sensor, station_seeds=seeds,
             station_zref=zref, station_has_target=has_target, station_target_front=front,
@@ -351,8 +362,7 @@ class TrackingModel:
             module_geom=np.ascontiguousarray(np.column_stack([
                 layers.measure_dir[sensors[sensor0]], layers.normal[sensors[sensor0]],
                 0.5 * (layers.centre_cm[sensors[sensor0]] + layers.centre_cm[sensors[sensor1]]),
-                0.5 * (layers.centre_cm[sensors[sensor0], 2] + layers.centre_cm[sensors[sensor1], 2]),
-                layers.x_over_x0[sensors[sensor0]] + layers.x_over_x0[sensors[sensor1]], spacing, pitch])),
+                module_z, module_x, spacing, pitch, module_w, moments_up, moments_down])),
             table_both=np.ascontiguousarray(np.array([rows_sigma, rows_sigma1])),
         )
         return cls(geometry, model, int(sensors.size), int(n_modules), int(max_modules))
@@ -361,13 +371,15 @@ class TrackingModel:
 # ---------------------------------------------------------------------------------------------
 # Kernels
 #
-# Speed (about 0.9 us per 6-module fit, 12 fits per event of a two-station detector): every
-# array passed to a non-inlined numba function costs atomic reference counting, so the kernels
-# that receive the model and the workspace tuples (find_station_tracks, fit_stubs, ...) are
-# inlined, and the one non-inlined fit (fit_stub_arrays) gets the packed Model.module_geom,
-# Model.table_both and two work arrays. Rewrites for speed keep every floating-point operation
-# of each result in its order (independent sums interleaved, not reassociated): the output does
-# not depend on them to the last bit.
+# Speed (run2025: ~12 six-module fits an event, 9 of them track candidates). Every array passed
+# to a non-inlined numba function, and every view made in a loop, costs an atomic reference-count
+# increment and decrement (on an Intel Xeon under KVM ~15 % of the reconstruction time before
+# they were removed from the fit), so the kernels that receive the model and the workspace
+# tuples are inlined, the fit included, and the fit indexes its work arrays in place instead of
+# slicing them. The scattering covariance is built from per-module moments (O(n^2), see
+# `add_scattering_covariance`), which changed the fitted values at the 1e-12 level; other
+# rewrites for speed keep every floating-point operation of each result in its order
+# (independent sums interleaved, not reassociated).
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -444,13 +456,13 @@ def _cholesky(a, n):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _forward(lower, n, b):
-    """Solve lower[:n, :n] y = b[:n] in place."""
+def _forward(lower, n, b, column):
+    """Solve lower[:n, :n] y = b[:n, column] in place."""
     for i in range(n):
-        v = b[i]
+        v = b[i, column]
         for k in range(i):
-            v -= lower[i, k] * b[k]
-        b[i] = v / lower[i, i]
+            v -= lower[i, k] * b[k, column]
+        b[i, column] = v / lower[i, i]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -499,75 +511,96 @@ def invert_spd(a, n, out):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def fit_line(geom, module_table, table_both, table_low, m_first, m_last, x_station, modules, measured, single, n,
-             params, zref, momentum, mass, ms_scale, downstream, n_iterations, cov, work_v, work_j, work_r, work_a,
-             work_n, work_g):
-    """Gauss-Newton fit of a straight line to n module measurements (module ids modules[:n], cluster
-    means measured[:n], or a single cluster's mid-plane equivalent where single[k]) starting from and updating params = (x, y, tx, ty) at zref.
+def add_scattering_covariance(geom, fit_int, fit_work, n, theta2_per_x, downstream):
+    """Add the multiple-scattering covariance of n measurements to fit_work[:n, :n] (the layout of
+    `fit_line`: modules fit_int[:n, 0], transverse derivatives a of u in fit_work[:n, nm:nm + 2]):
+
+        V_kj += theta2_per_x (a_k . a_j) sum_l x_l (z_k - z_l) (z_j - z_l)
+
+    over the station's modules l (x_l their x/X0, scattering at their mid-planes) upstream of both
+    measurements, or downstream of both if `downstream`. The sum over l is expanded as
+    w_k w_j S0 - (w_k + w_j) S1 + S2 with S_i = sum_l x_l w_l^i and w = z - station origin, the
+    moments stored per module in `Model.module_geom`: O(n^2) operations instead of O(layers n^2)
+    (rounding ~1e-13 relative for the detectors' lever arms)."""
+    ca = fit_int.shape[0]
+    moments = _GEOM_MS_DOWN if downstream else _GEOM_MS_UP
+    for k in range(n):
+        gk = fit_int[k, 0]
+        wk = geom[gk, _GEOM_W]
+        for j in range(k + 1):
+            gj = fit_int[j, 0]
+            wj = geom[gj, _GEOM_W]
+            # the scatterers before (after) both measurements are those before (after) the nearer one
+            near = gj if (wj <= wk) != downstream else gk
+            lever_sum = (wk * wj * geom[near, moments] - (wk + wj) * geom[near, moments + 1]
+                         + geom[near, moments + 2])
+            v = theta2_per_x * lever_sum * (fit_work[k, ca] * fit_work[j, ca] + fit_work[k, ca + 1] * fit_work[j, ca + 1])
+            fit_work[k, j] += v
+            if j != k:
+                fit_work[j, k] += v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def fit_line(geom, module_table, table_both, table_low, x_station, n, params, zref, momentum, mass,
+             ms_scale, downstream, n_iterations, cov, fit_int, fit_work, work_j, fit_normal):
+    """Gauss-Newton fit of a straight line to n module measurements (module ids fit_int[:n, 0], cluster
+    means fit_work[:n, nm + 3], or a single cluster's mid-plane equivalent where fit_int[k, 1]),
+    starting from and updating params = (x, y, tx, ty) at zref.
 
     Fills cov (4x4) and returns chi2 (inf if a covariance is singular). See the module docstring
     for the measurement model and the covariance; a module's scattering acts at its mid-plane
     (the 0.18-0.40 cm between its sensors is neglected). geom, module_table, table_both, table_low:
-    the `Model` fields; m_first, m_last, x_station: the station's modules and x/X0. Work arrays:
-    work_v n x n, work_j n x 4, work_r n, work_a n x 2, work_n 4 x 4, work_g 4."""
+    the `Model` fields; x_station: the station's x/X0. Work arrays
+    (`make_workspace`; indexed in place, not sliced: a view in a hot loop costs an atomic
+    reference-count increment and decrement): fit_int nm x 2, fit_work nm x (nm + 4) holding the
+    covariance V (columns 0 .. nm - 1), a (nm, nm + 1), the residuals (nm + 2) and the
+    measurements (nm + 3); work_j nm x 4, fit_normal 4 x 5 (J^T V^-1 J and, in column 4, J^T V^-1 r)."""
+    nm = fit_int.shape[0]
+    ca, cr = nm, nm + 2
     for k in range(n):
-        g = modules[k]
+        g = fit_int[k, 0]
         u, s, ax, ay, tan_alpha = predict(geom, g, params[0], params[1], params[2], params[3], zref)
-        sigma = _table(table_both, table_low, module_table[g], tan_alpha, single[k])
-        work_a[k, 0], work_a[k, 1] = ax, ay
-        work_r[k] = measured[k] - u  # iteration 0 (same parameters)
+        sigma = _table(table_both, table_low, module_table[g], tan_alpha, fit_int[k, 1])
+        fit_work[k, ca], fit_work[k, ca + 1] = ax, ay
+        fit_work[k, cr] = fit_work[k, cr + 1] - u  # iteration 0 (same parameters)
         work_j[k, 0], work_j[k, 1], work_j[k, 2], work_j[k, 3] = ax, ay, s * ax, s * ay
         for j in range(n):
-            work_v[k, j] = 0.0
-        work_v[k, k] = sigma * sigma
+            fit_work[k, j] = 0.0
+        fit_work[k, k] = sigma * sigma
     if ms_scale > 0.0 and x_station > 0.0:
         beta = momentum / math.sqrt(momentum * momentum + mass * mass)
         theta2_per_x = (ms_scale * highland_theta0_rad(momentum, beta, 1.0, x_station)) ** 2 / x_station
-        for layer in range(m_first, m_last):
-            z_l = geom[layer, _GEOM_Z]
-            theta2 = theta2_per_x * geom[layer, _GEOM_X]
-            for k in range(n):
-                lever_k = geom[modules[k], _GEOM_Z] - z_l
-                if (lever_k >= 0.0) if downstream else (lever_k <= 0.0):
-                    continue
-                for j in range(k + 1):
-                    lever_j = geom[modules[j], _GEOM_Z] - z_l
-                    if (lever_j >= 0.0) if downstream else (lever_j <= 0.0):
-                        continue
-                    v = theta2 * lever_k * lever_j * (work_a[k, 0] * work_a[j, 0] + work_a[k, 1] * work_a[j, 1])
-                    work_v[k, j] += v
-                    if j != k:
-                        work_v[j, k] += v
-    if not _cholesky(work_v, n):
+        add_scattering_covariance(geom, fit_int, fit_work, n, theta2_per_x, downstream)
+    if not _cholesky(fit_work, n):
         return math.inf
     chi2 = math.inf
     for iteration in range(n_iterations + 1):
         if iteration > 0:
             for k in range(n):
-                u, s, ax, ay, _ = predict(geom, modules[k], params[0], params[1], params[2], params[3], zref)
-                work_r[k] = measured[k] - u
+                u, s, ax, ay, _ = predict(geom, fit_int[k, 0], params[0], params[1], params[2], params[3], zref)
+                fit_work[k, cr] = fit_work[k, cr + 1] - u
                 work_j[k, 0], work_j[k, 1], work_j[k, 2], work_j[k, 3] = ax, ay, s * ax, s * ay
         if iteration == n_iterations:
-            _forward(work_v, n, work_r)
+            _forward(fit_work, n, fit_work, cr)
         else:
             # whiten the residuals and the Jacobian's columns (forward substitution, the five
             # independent columns interleaved row by row)
             for i in range(n):
-                r = work_r[i]
+                r = fit_work[i, cr]
                 v0, v1, v2, v3 = work_j[i, 0], work_j[i, 1], work_j[i, 2], work_j[i, 3]
                 for k in range(i):
-                    w = work_v[i, k]
-                    r -= w * work_r[k]
+                    w = fit_work[i, k]
+                    r -= w * fit_work[k, cr]
                     v0 -= w * work_j[k, 0]
                     v1 -= w * work_j[k, 1]
                     v2 -= w * work_j[k, 2]
                     v3 -= w * work_j[k, 3]
-                d = work_v[i, i]
-                work_r[i] = r / d
+                d = fit_work[i, i]
+                fit_work[i, cr] = r / d
                 work_j[i, 0], work_j[i, 1], work_j[i, 2], work_j[i, 3] = v0 / d, v1 / d, v2 / d, v3 / d
         chi2 = 0.0
         for k in range(n):
-            chi2 += work_r[k] * work_r[k]
+            chi2 += fit_work[k, cr] * fit_work[k, cr]
         if iteration == n_iterations:
             break
         # gradient J^T r and normal matrix J^T J: the 14 sums accumulated together (each in the
@@ -575,7 +608,7 @@ def fit_line(geom, module_table, table_both, table_low, m_first, m_last, x_stati
         g0 = g1 = g2 = g3 = 0.0
         n00 = n10 = n11 = n20 = n21 = n22 = n30 = n31 = n32 = n33 = 0.0
         for i in range(n):
-            j0, j1, j2, j3, r = work_j[i, 0], work_j[i, 1], work_j[i, 2], work_j[i, 3], work_r[i]
+            j0, j1, j2, j3, r = work_j[i, 0], work_j[i, 1], work_j[i, 2], work_j[i, 3], fit_work[i, cr]
             g0 += j0 * r
             g1 += j1 * r
             g2 += j2 * r
@@ -590,19 +623,19 @@ def fit_line(geom, module_table, table_both, table_low, m_first, m_last, x_stati
             n31 += j3 * j1
             n32 += j3 * j2
             n33 += j3 * j3
-        work_g[0], work_g[1], work_g[2], work_g[3] = g0, g1, g2, g3
-        work_n[0, 0], work_n[1, 1], work_n[2, 2], work_n[3, 3] = n00, n11, n22, n33
-        work_n[1, 0] = work_n[0, 1] = n10
-        work_n[2, 0] = work_n[0, 2] = n20
-        work_n[2, 1] = work_n[1, 2] = n21
-        work_n[3, 0] = work_n[0, 3] = n30
-        work_n[3, 1] = work_n[1, 3] = n31
-        work_n[3, 2] = work_n[2, 3] = n32
-        if not invert_spd(work_n, 4, cov):
+        fit_normal[0, 4], fit_normal[1, 4], fit_normal[2, 4], fit_normal[3, 4] = g0, g1, g2, g3
+        fit_normal[0, 0], fit_normal[1, 1], fit_normal[2, 2], fit_normal[3, 3] = n00, n11, n22, n33
+        fit_normal[1, 0] = fit_normal[0, 1] = n10
+        fit_normal[2, 0] = fit_normal[0, 2] = n20
+        fit_normal[2, 1] = fit_normal[1, 2] = n21
+        fit_normal[3, 0] = fit_normal[0, 3] = n30
+        fit_normal[3, 1] = fit_normal[1, 3] = n31
+        fit_normal[3, 2] = fit_normal[2, 3] = n32
+        if not invert_spd(fit_normal, 4, cov):
             return math.inf
         s0 = s1 = s2 = s3 = 0.0
         for b in range(4):
-            g = work_g[b]
+            g = fit_normal[b, 4]
             s0 += cov[0, b] * g
             s1 += cov[1, b] * g
             s2 += cov[2, b] * g
@@ -624,15 +657,15 @@ def stub_mean_u(stub_hit0, stub_hit1, hit_u, k):
 def fit_stubs(model, station, stubs, stub_hit0, stub_hit1, hit_u, params, zref, momentum, mass, ms_scale, downstream,
               n_iterations, cov, ws):
     """`fit_line` on a track's stubs (one per module slot of `station`, -1 for none) with the
-    work arrays of the workspace `ws` (`make_workspace`); returns (chi2, ndf). Inlined: it only
-    unpacks the model and the workspace for `fit_stub_arrays`, which takes few arrays."""
+    work arrays of the workspace `ws` (`make_workspace`); returns (chi2, ndf). It only unpacks
+    the model and the workspace for `fit_stub_arrays`."""
     return fit_stub_arrays(model.module_geom, model.module_table, model.table_both, model.table_low,
                            model.station_module_first[station], model.station_module_last[station],
                            model.station_x[station], stubs, stub_hit0, stub_hit1, hit_u, params, zref, momentum, mass,
                            ms_scale, downstream, n_iterations, cov, ws[7], ws[8], ws[19], ws[20])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def fit_stub_arrays(geom, module_table, table_both, table_low, m_first, m_last, x_station, stubs, stub_hit0, stub_hit1,
                     hit_u, params, zref, momentum, mass, ms_scale, downstream, n_iterations, cov, fit_int, fit_work,
                     fit_jac, fit_normal):
@@ -646,11 +679,7 @@ def fit_stub_arrays(geom, module_table, table_both, table_low, m_first, m_last, 
     particles that crossed the module within the stub window (the CBC logic of
     `fastsim.detector.stubs`): only the cluster closer to the track is used, with the
     single-cluster resolution."""
-    nm = fit_int.shape[0]
-    modules, single = fit_int[:, 0], fit_int[:, 1]
-    work_v, work_a = fit_work[:, :nm], fit_work[:, nm:nm + 2]
-    work_r, measured = fit_work[:, nm + 2], fit_work[:, nm + 3]
-    work_j, work_n, work_g = fit_jac, fit_normal[:, :4], fit_normal[:, 4]
+    measured = fit_int.shape[0] + 3  # the column of fit_work that fit_line reads the measurements from
     n = 0
     for slot in range(m_last - m_first):
         k = stubs[slot]
@@ -660,17 +689,16 @@ def fit_stub_arrays(geom, module_table, table_both, table_low, m_first, m_last, 
             half = 0.5 * geom[g, _GEOM_SPACING] * tan_alpha
             mid0 = hit_u[stub_hit0[k]] + half
             mid1 = hit_u[stub_hit1[k]] - half
-            modules[n] = g
+            fit_int[n, 0] = g
             if abs(mid0 - mid1) <= geom[g, _GEOM_PITCH]:
-                measured[n] = 0.5 * (mid0 + mid1)
-                single[n] = 0
+                fit_work[n, measured] = 0.5 * (mid0 + mid1)
+                fit_int[n, 1] = 0
             else:
-                measured[n] = mid0 if abs(mid0 - u_pred) <= abs(mid1 - u_pred) else mid1
-                single[n] = 1
+                fit_work[n, measured] = mid0 if abs(mid0 - u_pred) <= abs(mid1 - u_pred) else mid1
+                fit_int[n, 1] = 1
             n += 1
-    chi2 = fit_line(geom, module_table, table_both, table_low, m_first, m_last, x_station, modules, measured, single, n,
-                    params, zref, momentum, mass, ms_scale, downstream, n_iterations, cov, work_v, work_j, work_r,
-                    work_a, work_n, work_g)
+    chi2 = fit_line(geom, module_table, table_both, table_low, x_station, n, params, zref, momentum,
+                    mass, ms_scale, downstream, n_iterations, cov, fit_int, fit_work, fit_jac, fit_normal)
     return chi2, n - 4
 
 

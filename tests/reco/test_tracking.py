@@ -11,7 +11,14 @@ from fastsim.detector.digitization import cluster_u_cm, digitize_crossing, expec
 from fastsim.detector.geometry import Misalignment, load_geometry
 from fastsim.detector.transport import DetectorSimulation, SimulationSettings
 from reco.reconstruct import ReconstructionSettings, reconstruct
-from reco.tracking import TrackingSettings, best_compatible_set, find_tracks, pair_resolution_table
+from reco.tracking import (
+    TrackingModel,
+    TrackingSettings,
+    add_scattering_covariance,
+    best_compatible_set,
+    find_tracks,
+    pair_resolution_table,
+)
 
 N_EVENTS = 6000
 NO_MS = SimulationSettings(ms_scale=0.0, bremsstrahlung=False)
@@ -262,3 +269,38 @@ def test_ambiguity_search_matches_the_scan_of_every_subset():
         index = np.arange(n + 1)
         expected = _best_set_by_scan(n, conflicts, n_stubs, chi2, max_tracks)
         assert best_compatible_set(n, conflicts, index, n_stubs, chi2, max_tracks, stack_int, stack_total) == expected
+
+
+@pytest.mark.parametrize("downstream", [False, True])
+def test_scattering_covariance_matches_the_sum_over_layers(downstream):
+    """The fit's multiple-scattering covariance from the per-module moments equals the direct sum
+    over the station's modules l of x_l (z_k - z_l)(z_j - z_l)(a_k . a_j), l upstream of both
+    measurements (downstream of both for the incoming muon), for every station of the run2025
+    layout with all modules measured and with some missing."""
+    model = TrackingModel.from_geometry(load_geometry("run2025")).model
+    rng = np.random.default_rng(3)
+    theta2_per_x = 2.5e-9
+    for station in range(model.station_seeds.shape[0]):
+        first, last = model.station_module_first[station], model.station_module_last[station]
+        for trial in range(5):
+            modules = np.arange(first, last)
+            if trial:
+                modules = np.sort(rng.choice(modules, size=int(rng.integers(4, modules.size + 1)), replace=False))
+            nm, n = last - first, modules.size
+            fit_int = np.zeros((nm, 2), np.int64)
+            fit_int[:n, 0] = modules
+            fit_work = np.zeros((nm, nm + 4))
+            a = rng.normal(size=(n, 2))
+            fit_work[:n, nm:nm + 2] = a
+            add_scattering_covariance(model.module_geom, fit_int, fit_work, n, theta2_per_x, downstream)
+            z, x = model.module_z, model.module_x
+            expected = np.zeros((n, n))
+            for k in range(n):
+                for j in range(n):
+                    zk, zj = z[modules[k]], z[modules[j]]
+                    for layer in range(first, last):
+                        if (z[layer] > max(zk, zj)) if downstream else (z[layer] < min(zk, zj)):
+                            expected[k, j] += theta2_per_x * x[layer] * (zk - z[layer]) * (zj - z[layer]) * (a[k] @ a[j])
+            scale = theta2_per_x * x[first:last].sum() * np.ptp(z[first:last]) ** 2
+            np.testing.assert_allclose(fit_work[:n, :n], expected, rtol=0, atol=1e-12 * scale)
+            assert np.count_nonzero(expected) > 0
