@@ -51,6 +51,18 @@ class ModuleMap:
     offset_strips: np.ndarray
     pitch_cm: np.ndarray
 
+    @property
+    def partner_of_sensor(self) -> np.ndarray:
+        """Per sensor id the sensor id of the other side of its module (-1 if there is none)."""
+        partner = np.full(self.module_of_sensor.size, -1, np.int64)
+        sensors = np.arange(self.module_of_sensor.size)
+        for side in (0, 1):
+            this, other = sensors[self.side_of_sensor == side], sensors[self.side_of_sensor == 1 - side]
+            other_of_module = np.full(self.offset_strips.size, -1, np.int64)
+            other_of_module[self.module_of_sensor[other]] = other
+            partner[this] = other_of_module[self.module_of_sensor[this]]
+        return partner
+
     @classmethod
     def from_layers(cls, layers: Layers) -> "ModuleMap":
         sensors = np.flatnonzero(layers.kind == KIND_SENSOR)
@@ -70,8 +82,8 @@ class ModuleMap:
 
 
 @njit(cache=True, nogil=True)
-def _event_stubs(start, stop, sensor_id, u_cm, module_of_sensor, side_of_sensor, offset_strips, pitch_cm,
-                 window_strips, out_module, out_hit0, out_hit1, out_u, out_bend, write_at):
+def _event_stubs(start, stop, sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor, offset_strips,
+                 pitch_cm, window_strips, out_module, out_hit0, out_hit1, out_u, out_bend, write_at):
     """Stubs of the hits start .. stop - 1 of one event, in the order of their seed clusters:
     each seed (sensor 0) with the partner (sensor 1 of the same module) whose bend is closest
     to the expected one, within the window (`make_stub`). Written from `write_at` if >= 0;
@@ -81,10 +93,11 @@ def _event_stubs(start, stop, sensor_id, u_cm, module_of_sensor, side_of_sensor,
         if side_of_sensor[sensor_id[h0]] != 0:
             continue
         m = module_of_sensor[sensor_id[h0]]
+        partner = partner_of_sensor[sensor_id[h0]]
         position0 = u_cm[h0] / pitch_cm[m]
         best, best_distance, best_bend = -1, np.inf, 0.0
         for h1 in range(start, stop):
-            if side_of_sensor[sensor_id[h1]] != 1 or module_of_sensor[sensor_id[h1]] != m:
+            if sensor_id[h1] != partner:
                 continue
             ok, _, bend = make_stub(position0, u_cm[h1] / pitch_cm[m], offset_strips[m], window_strips)
             if ok and abs(bend - offset_strips[m]) < best_distance:
@@ -103,20 +116,22 @@ def _event_stubs(start, stop, sensor_id, u_cm, module_of_sensor, side_of_sensor,
 
 
 @njit(parallel=True, cache=True)
-def _count_stubs(offsets, sensor_id, u_cm, module_of_sensor, side_of_sensor, offset_strips, pitch_cm, window, counts):
+def _count_stubs(offsets, sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor, offset_strips, pitch_cm,
+                 window, counts):
     empty_i = np.empty(0, np.int64)
     empty_f = np.empty(0)
     for i in prange(offsets.size - 1):
         counts[i] = _event_stubs(offsets[i], offsets[i + 1], sensor_id, u_cm, module_of_sensor, side_of_sensor,
-                                 offset_strips, pitch_cm, window, empty_i, empty_i, empty_i, empty_f, empty_f, -1)
+                                 partner_of_sensor, offset_strips, pitch_cm, window, empty_i, empty_i, empty_i, empty_f,
+                                 empty_f, -1)
 
 
 @njit(parallel=True, cache=True)
-def _fill_stubs(offsets, sensor_id, u_cm, module_of_sensor, side_of_sensor, offset_strips, pitch_cm, window,
-                stub_offsets, out_module, out_hit0, out_hit1, out_u, out_bend):
+def _fill_stubs(offsets, sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor, offset_strips, pitch_cm,
+                window, stub_offsets, out_module, out_hit0, out_hit1, out_u, out_bend):
     for i in prange(offsets.size - 1):
-        _event_stubs(offsets[i], offsets[i + 1], sensor_id, u_cm, module_of_sensor, side_of_sensor, offset_strips,
-                     pitch_cm, window, out_module, out_hit0, out_hit1, out_u, out_bend, stub_offsets[i])
+        _event_stubs(offsets[i], offsets[i + 1], sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor,
+                     offset_strips, pitch_cm, window, out_module, out_hit0, out_hit1, out_u, out_bend, stub_offsets[i])
 
 
 def build_stubs(hits: StripHits, modules: ModuleMap, window_strips: float = DEFAULT_WINDOW_STRIPS) -> Stubs:
@@ -125,7 +140,7 @@ def build_stubs(hits: StripHits, modules: ModuleMap, window_strips: float = DEFA
     n_events = hits.offsets.size - 1
     sensor_id = hits.sensor_id.astype(np.int64)
     args = (hits.offsets, sensor_id, hits.u_cm, modules.module_of_sensor, modules.side_of_sensor,
-            modules.offset_strips, modules.pitch_cm, window)
+            modules.partner_of_sensor, modules.offset_strips, modules.pitch_cm, window)
     counts = np.zeros(n_events, dtype=np.int64)
     _count_stubs(*args, counts)
     offsets = np.zeros(n_events + 1, dtype=np.int64)
