@@ -82,14 +82,15 @@ class ModuleMap:
 
 
 @njit(cache=True, nogil=True)
-def _event_stubs(start, stop, sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor, offset_strips,
-                 pitch_cm, window_strips, out_module, out_hit0, out_hit1, out_u, out_bend, write_at):
-    """Stubs of the hits start .. stop - 1 of one event, in the order of their seed clusters:
-    each seed (sensor 0) with the partner (sensor 1 of the same module) whose bend is closest
-    to the expected one, within the window (`make_stub`). Written from `write_at` if >= 0;
-    returns the number of stubs."""
+def _match_event_seeds(start, stop, sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor,
+                       offset_strips, pitch_cm, window_strips, partner_hit, bend_strips):
+    """For each seed cluster (sensor 0) among the hits start .. stop - 1 of one event, the partner
+    cluster (sensor 1 of the same module) whose bend is closest to the expected one, within the
+    window (`make_stub`): partner_hit[h0] and bend_strips[h0] (partner_hit -1 where there is none
+    and for the clusters of sensor 1). Returns the number of stubs."""
     count = 0
     for h0 in range(start, stop):
+        partner_hit[h0] = -1
         if side_of_sensor[sensor_id[h0]] != 0:
             continue
         m = module_of_sensor[sensor_id[h0]]
@@ -102,51 +103,52 @@ def _event_stubs(start, stop, sensor_id, u_cm, module_of_sensor, side_of_sensor,
             ok, _, bend = make_stub(position0, u_cm[h1] / pitch_cm[m], offset_strips[m], window_strips)
             if ok and abs(bend - offset_strips[m]) < best_distance:
                 best, best_distance, best_bend = h1, abs(bend - offset_strips[m]), bend
-        if best < 0:
-            continue
-        if write_at >= 0:
-            row = write_at + count
-            out_module[row] = m
-            out_hit0[row] = h0
-            out_hit1[row] = best
-            out_u[row] = u_cm[h0]
-            out_bend[row] = best_bend
-        count += 1
+        if best >= 0:
+            partner_hit[h0] = best
+            bend_strips[h0] = best_bend
+            count += 1
     return count
 
 
 @njit(parallel=True, cache=True)
-def _count_stubs(offsets, sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor, offset_strips, pitch_cm,
-                 window, counts):
-    empty_i = np.empty(0, np.int64)
-    empty_f = np.empty(0)
+def _match_seeds(offsets, sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor, offset_strips, pitch_cm,
+                 window, partner_hit, bend_strips, counts):
     for i in prange(offsets.size - 1):
-        counts[i] = _event_stubs(offsets[i], offsets[i + 1], sensor_id, u_cm, module_of_sensor, side_of_sensor,
-                                 partner_of_sensor, offset_strips, pitch_cm, window, empty_i, empty_i, empty_i, empty_f,
-                                 empty_f, -1)
+        counts[i] = _match_event_seeds(offsets[i], offsets[i + 1], sensor_id, u_cm, module_of_sensor, side_of_sensor,
+                                       partner_of_sensor, offset_strips, pitch_cm, window, partner_hit, bend_strips)
 
 
 @njit(parallel=True, cache=True)
-def _fill_stubs(offsets, sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor, offset_strips, pitch_cm,
-                window, stub_offsets, out_module, out_hit0, out_hit1, out_u, out_bend):
+def _fill_stubs(offsets, sensor_id, u_cm, module_of_sensor, partner_hit, bend_strips, stub_offsets, out_module,
+                out_hit0, out_hit1, out_u, out_bend):
+    """The stubs of each event in the order of their seed clusters."""
     for i in prange(offsets.size - 1):
-        _event_stubs(offsets[i], offsets[i + 1], sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor,
-                     offset_strips, pitch_cm, window, out_module, out_hit0, out_hit1, out_u, out_bend, stub_offsets[i])
+        row = stub_offsets[i]
+        for h0 in range(offsets[i], offsets[i + 1]):
+            if partner_hit[h0] >= 0:
+                out_module[row] = module_of_sensor[sensor_id[h0]]
+                out_hit0[row] = h0
+                out_hit1[row] = partner_hit[h0]
+                out_u[row] = u_cm[h0]
+                out_bend[row] = bend_strips[h0]
+                row += 1
 
 
 def build_stubs(hits: StripHits, modules: ModuleMap, window_strips: float = DEFAULT_WINDOW_STRIPS) -> Stubs:
     """The stubs of every module of every event of `hits` (see the module docstring)."""
     window = check_range("window_strips", window_strips, 0.0, 100.0)
     n_events = hits.offsets.size - 1
-    sensor_id = hits.sensor_id.astype(np.int64)
+    sensor_id = hits.sensor_id
     args = (hits.offsets, sensor_id, hits.u_cm, modules.module_of_sensor, modules.side_of_sensor,
             modules.partner_of_sensor, modules.offset_strips, modules.pitch_cm, window)
+    partner_hit, bend_of_seed = np.empty(sensor_id.size, dtype=np.int64), np.empty(sensor_id.size)
     counts = np.zeros(n_events, dtype=np.int64)
-    _count_stubs(*args, counts)
+    _match_seeds(*args, partner_hit, bend_of_seed, counts)
     offsets = np.zeros(n_events + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
     module, hit0, hit1 = (np.empty(total, dtype=np.int64) for _ in range(3))
     u, bend = np.empty(total), np.empty(total)
-    _fill_stubs(*args, offsets, module, hit0, hit1, u, bend)
+    _fill_stubs(hits.offsets, sensor_id, hits.u_cm, modules.module_of_sensor, partner_hit, bend_of_seed, offsets, module,
+                hit0, hit1, u, bend)
     return Stubs(hits.first_event, offsets, module, hit0, hit1, u, bend)
