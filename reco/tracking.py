@@ -373,10 +373,11 @@ class TrackingModel:
 #
 # Speed (run2025: ~12 six-module fits an event, 9 of them track candidates). Every array passed
 # to a non-inlined numba function, and every view made in a loop, costs an atomic reference-count
-# increment and decrement (on an Intel Xeon under KVM 14 % of the reconstruction time, 8 %
-# after they were removed from the fit), so the kernels that receive the model and the workspace
-# tuples are inlined, the fit included, and the fit indexes its work arrays in place instead of
-# slicing them. The scattering covariance is built from per-module moments (O(n^2), see
+# increment and decrement (on an Intel Xeon under KVM 14 % of the reconstruction time before
+# the fit stopped slicing its work arrays), so the kernels that receive the model and the
+# workspace tuples are inlined and the fit indexes its work arrays in place. The fit itself
+# (`fit_stub_arrays`) is not inlined: at its three call sites it doubled the cold compile time
+# of `muone study quickstart` (117 -> 241 s) for a gain within the machine's drift. The scattering covariance is built from per-module moments (O(n^2), see
 # `add_scattering_covariance`), which changed the fitted values by rounding only (chi2 1e-11
 # relative, covariance elements up to 6e-8 where they nearly cancel; no track, stub or
 # selection changed on 50k run2025 events); other rewrites for speed keep every floating-point
@@ -666,7 +667,7 @@ def fit_stubs(model, station, stubs, stub_hit0, stub_hit1, hit_u, params, zref, 
                            ms_scale, downstream, n_iterations, cov, ws[7], ws[8], ws[19], ws[20])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def fit_stub_arrays(geom, module_table, table_both, table_low, m_first, m_last, x_station, stubs, stub_hit0, stub_hit1,
                     hit_u, params, zref, momentum, mass, ms_scale, downstream, n_iterations, cov, fit_int, fit_work,
                     fit_jac, fit_normal):
