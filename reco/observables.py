@@ -22,10 +22,9 @@ import math
 import numpy as np
 from numba import njit, vectorize
 
-from fastsim.physics.kinematics import ElasticKinematics, angles_from_t_kernel, t_from_theta_e_kernel
+from fastsim.physics.kinematics import ElasticKinematics, elastic_curve_kernel
 
 _TWO_PI = 2.0 * math.pi
-_HALF_PI = 0.5 * math.pi
 
 
 @njit(cache=True, nogil=True)
@@ -43,9 +42,7 @@ def acoplanarity_kernel(phi_e, phi_mu):
 @njit(cache=True, nogil=True)
 def elastic_theta_mu_kernel(beam_energy_gev, theta_e_rad):
     """The elastic curve theta_mu(theta_e) (rad) for 0 <= theta_e < pi/2, NaN otherwise."""
-    if not (0.0 <= theta_e_rad < _HALF_PI):
-        return math.nan
-    return angles_from_t_kernel(beam_energy_gev, t_from_theta_e_kernel(beam_energy_gev, theta_e_rad))[1]
+    return elastic_curve_kernel(beam_energy_gev, theta_e_rad)[0]
 
 
 @njit(cache=True, nogil=True)

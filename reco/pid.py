@@ -20,7 +20,7 @@ hypotheses are compared by their normalized distance from the elastic curve,
 
     chi2(mu = a, e = b) = (theta_a - theta_mu_elastic(theta_b))^2 / (sigma_mu^2 + (f'(theta_b) sigma_e(theta_b))^2),
 
-with f' the slope of the elastic curve and sigma_e(theta_e)^2 = sigma_e0^2 + (k / E_e(theta_e))^2,
+with f' the slope of the elastic curve (both in closed form, `elastic_curve_kernel`) and sigma_e(theta_e)^2 = sigma_e0^2 + (k / E_e(theta_e))^2,
 the constant term plus the multiple scattering of the electron (Highland: theta_0 p is about
 constant), E_e the elastic electron energy at theta_e. The smaller chi2 wins. The ambiguous region
 is theta_e ~ theta_mu ~ 2.5 mrad (at 160 GeV), where the two hypotheses meet.
@@ -47,7 +47,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastsim.config import check_range
-from fastsim.physics.kinematics import THETA_MU_MAX_RAD, electron_energy_from_t_kernel, t_from_theta_e_kernel
+from fastsim.physics.kinematics import THETA_MU_MAX_RAD, elastic_curve_kernel
 from fastsim.units import PDG_ELECTRON, PDG_MUON
 from reco.events import RecoEvents
 from reco.observables import acoplanarity_kernel, elastic_theta_mu_kernel
@@ -57,11 +57,6 @@ CALORIMETER_COLUMNS = ("calo_energy_gev", "calo_x_cm", "calo_y_cm", "calo_x_1_cm
 
 _ELASTIC_FIT_COLUMNS = {"elastic_chi2": "elastic_chi2_mu_{}", "elastic_theta_e_rad": "elastic_theta_e_mu_{}_rad",
                         "elastic_theta_mu_rad": "elastic_theta_mu_mu_{}_rad"}
-
-# Step of the finite-difference slope of the elastic curve (rad): the curve varies on the mrad
-# scale, so the truncation error (h^2 f''') and the rounding error (1e-16 / h) are both < 1e-9.
-_SLOPE_STEP_RAD = 1e-6
-
 
 @dataclass(frozen=True)
 class PidSettings:
@@ -130,9 +125,7 @@ class PidSettings:
 @njit(cache=True, nogil=True)
 def _hypothesis_chi2(beam_energy_gev, theta_mu, theta_e, sigma_mu, sigma_e0, scattering):
     """Normalized squared distance of (theta_e, theta_mu) from the elastic curve (module doc)."""
-    curve = elastic_theta_mu_kernel(beam_energy_gev, theta_e)
-    slope = (elastic_theta_mu_kernel(beam_energy_gev, theta_e + _SLOPE_STEP_RAD) - curve) / _SLOPE_STEP_RAD
-    energy = electron_energy_from_t_kernel(t_from_theta_e_kernel(beam_energy_gev, theta_e))
+    curve, slope, energy = elastic_curve_kernel(beam_energy_gev, theta_e)
     sigma_e2 = sigma_e0 * sigma_e0 + (scattering / energy) ** 2
     residual = theta_mu - curve
     return residual * residual / (sigma_mu * sigma_mu + slope * slope * sigma_e2)

@@ -17,7 +17,12 @@ All conversions go through t < 0 (GeV^2) and the exact, cancellation-free relati
 
 with lambda = 4 m_e^2 p^2 the Kallen function and t_min = -lambda / s. They follow from energy
 and momentum conservation with the target at rest; angles come from atan2(p_T, p_L), so small
-angles keep full relative precision.
+angles keep full relative precision. Eliminating t between them gives the elastic curve in closed
+form (`elastic_curve_kernel`, for event loops that evaluate it several times an event):
+
+    tan th_mu = 2 m_e a T / (m_mu^2 - m_e^2 + a^2 T^2),   T = tan th_e,  a = E + m_e,
+
+whose maximum, at a T = sqrt(m_mu^2 - m_e^2), is tan th_mu = m_e / sqrt(m_mu^2 - m_e^2).
 
 theta_mu(t) rises from 0 at t = 0 to arcsin(m_e / m_mu) = 4.8364 mrad and falls back to 0 at
 t_min, so theta_e(theta_mu) is double-valued. The branch is named by the electron:
@@ -33,11 +38,13 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from fastsim.numerics import polar_angle
+from fastsim.numerics import polar_angle, tan_small
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV
 
 _ME = ELECTRON_MASS_GEV
 _MMU = MUON_MASS_GEV
+_MASS_GAP_GEV2 = (MUON_MASS_GEV - ELECTRON_MASS_GEV) * (MUON_MASS_GEV + ELECTRON_MASS_GEV)
+_HALF_PI = 0.5 * math.pi
 
 #: Largest muon angle in elastic scattering on an electron at rest, arcsin(m_e / m_mu) (rad).
 THETA_MU_MAX_RAD = math.asin(ELECTRON_MASS_GEV / MUON_MASS_GEV)
@@ -104,6 +111,28 @@ def t_from_theta_mu_kernel(beam_energy_gev, theta_mu_rad, hard_branch):
         return -(b + root) / (2.0 * a)
     # The small root in the form without cancellation.
     return -2.0 * tan2 * p * p / (b + root)
+
+
+@njit(cache=True, nogil=True)
+def elastic_curve_kernel(beam_energy_gev, theta_e_rad):
+    """The elastic curve at theta_e (0 <= theta_e < pi/2, NaNs otherwise), in closed form (module
+    docstring): (theta_mu (rad), its slope d theta_mu / d theta_e, the electron energy E_e (GeV)).
+
+    With c = 2 m_e a, m = m_mu^2 - m_e^2, D = m + a^2 T^2 and g = c T / D = tan theta_mu:
+    d theta_mu / d theta_e = (1 + T^2) c (m - a^2 T^2) / (D^2 (1 + g^2)), and
+    E_e = m_e - t / (2 m_e) = m_e + 2 m_e p^2 / (s + a^2 T^2)."""
+    if not (0.0 <= theta_e_rad < _HALF_PI):
+        return math.nan, math.nan, math.nan
+    tan_e = tan_small(theta_e_rad)
+    a = beam_energy_gev + _ME
+    a2t2 = a * a * tan_e * tan_e
+    c = 2.0 * _ME * a
+    d = _MASS_GAP_GEV2 + a2t2
+    g = c * tan_e / d
+    slope = (1.0 + tan_e * tan_e) * c * (_MASS_GAP_GEV2 - a2t2) / (d * d * (1.0 + g * g))
+    p2 = (beam_energy_gev - _MMU) * (beam_energy_gev + _MMU)
+    s = _MMU * _MMU + _ME * _ME + 2.0 * _ME * beam_energy_gev
+    return polar_angle(g, 1.0), slope, _ME + 2.0 * _ME * p2 / (s + a2t2)
 
 
 @njit(cache=True, nogil=True)

@@ -6,7 +6,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from fastsim.physics.kinematics import THETA_MU_MAX_RAD, ElasticKinematics, angles_from_t_kernel
+from fastsim.physics.kinematics import THETA_MU_MAX_RAD, ElasticKinematics, angles_from_t_kernel, elastic_curve_kernel
 from fastsim.units import ELECTRON_MASS_GEV as ME
 from fastsim.units import MUON_MASS_GEV as MMU
 
@@ -48,6 +48,27 @@ def test_against_textbook_formulas(beam_energy, theta_e):
     assert float(kin.electron_energy_gev(t)) == pytest.approx(float(energy), rel=1e-12)
     theta_mu = muon_angle_from_conservation(beam_energy, energy, theta_e)
     assert float(kin.angles_from_t(t)[1]) == pytest.approx(float(theta_mu), rel=1e-10)
+
+
+@pytest.mark.parametrize("beam_energy", [20.0, 150.0, 160.0])
+@pytest.mark.parametrize("theta_e", [1e-5, 1e-3, 2.5e-3, 0.01, 0.03, 0.3, 1.5])
+def test_closed_form_curve_against_textbook_formulas(beam_energy, theta_e):
+    """elastic_curve_kernel's theta_mu, slope and E_e against mpmath (the slope: a central
+    difference at 40 digits, step 1e-15: truncation and rounding errors below 1e-24)."""
+    energy = electron_energy_textbook(beam_energy, theta_e)
+    theta_mu, slope, electron_energy = elastic_curve_kernel(beam_energy, theta_e)
+    assert theta_mu == pytest.approx(float(muon_angle_from_conservation(beam_energy, energy, theta_e)), rel=1e-14)
+    curve = lambda x: muon_angle_from_conservation(beam_energy, electron_energy_textbook(beam_energy, x), x)
+    step = mp.mpf("1e-15")
+    expected_slope = (curve(mp.mpf(theta_e) + step) - curve(mp.mpf(theta_e) - step)) / (2 * step)
+    assert slope == pytest.approx(float(expected_slope), rel=1e-12, abs=1e-15)
+    assert electron_energy == pytest.approx(float(energy), rel=1e-14)
+
+
+def test_closed_form_curve_outside_its_domain_is_nan():
+    assert all(math.isnan(x) for x in elastic_curve_kernel(160.0, -1e-3))
+    assert all(math.isnan(x) for x in elastic_curve_kernel(160.0, math.pi / 2))
+    assert all(math.isnan(x) for x in elastic_curve_kernel(160.0, math.nan))
 
 
 def test_muon_angle_never_exceeds_limit():
