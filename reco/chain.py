@@ -7,7 +7,9 @@ What to use when:
   configuration with one key changed (how a systematic is applied: `systematics.catalogue`).
 - `Chain(config, seed)` runs it: `chain.chunk(first_event, n)` gives the `RecoEvents` of events
   first_event .. first_event + n - 1 (event k is the same whatever the chunking), `chain.run(n)`
-  yields chunks, and `chain.cutflow` accumulates the weighted cut flow over them.
+  yields chunks, and `chain.cutflow` accumulates the weighted cut flow over them;
+  `chain.histogram(n, theta_e_edges_rad, theta_mu_edges_rad)` gives the weighted 2D histogram of
+  the selected events (in parametric mode straight from the generation kernel: the template path).
 
 TOML layout (every section optional; a study preset adds its own sections on top)::
 
@@ -36,6 +38,8 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from fastsim.config import check_choice, content_hash, load_toml, path_values, to_plain, with_path_value
 from fastsim.detector.geometry import Geometry, geometry_table
@@ -203,6 +207,44 @@ class Chain:
         chunk_size = check_integer("chunk_size", chunk_size, 1)
         for first in range(first_event, first_event + n_events, chunk_size):
             yield self.chunk(first, min(chunk_size, first_event + n_events - first))
+
+    def histogram(self, n_events: int, theta_e_edges_rad, theta_mu_edges_rad, chunk_size: int | None = None,
+                  first_event: int = 0):
+        """Weighted 2D histogram (theta_e, theta_mu) of the selected events among first_event ..
+        first_event + n_events - 1: (sum_w, sum_w2), each of shape (theta_e bins, theta_mu bins);
+        events outside the edges are not counted.
+
+        Parametric mode: from the generation kernel straight into `reco.parametric.histogram`
+        (`reco.parametric.generated_truth`), in chunks of 1e6 events by default, without making
+        events: the fast path for templates; `self.cutflow` is not filled. Full mode: the selected
+        events of `run` (chunks of 1e5), histogrammed; the cut flow accumulates as in `run`."""
+        from fastsim.config import check_integer
+        from reco import parametric
+
+        n_events = check_integer("events", n_events, 1)
+        first_event = check_integer("first_event", first_event, 0)
+        parametric_mode = self.config.mode == "parametric"
+        chunk_size = (1_000_000 if parametric_mode else 100_000) if chunk_size is None else chunk_size
+        chunk_size = check_integer("chunk_size", chunk_size, 1)
+        x_edges = parametric.checked_edges("theta_e_edges_rad", theta_e_edges_rad)
+        y_edges = parametric.checked_edges("theta_mu_edges_rad", theta_mu_edges_rad)
+        sum_w = np.zeros((x_edges.size - 1, y_edges.size - 1))
+        sum_w2 = np.zeros_like(sum_w)
+        if parametric_mode:
+            for first in range(first_event, first_event + n_events, chunk_size):
+                truth = parametric.generated_truth(self.generator, first, min(chunk_size, first_event + n_events - first))
+                w, w2 = parametric.histogram(truth, self.response, self.seed, self.config.selection, x_edges, y_edges)
+                sum_w += w
+                sum_w2 += w2
+            self.events_seen += n_events
+            return sum_w, sum_w2
+        for events in self.run(n_events, chunk_size, first_event):
+            selected = events["selected"]
+            w = events["weight"][selected]
+            coordinates = (events["theta_e_rad"][selected], events["theta_mu_rad"][selected])
+            sum_w += np.histogram2d(*coordinates, bins=(x_edges, y_edges), weights=w)[0]
+            sum_w2 += np.histogram2d(*coordinates, bins=(x_edges, y_edges), weights=w * w)[0]
+        return sum_w, sum_w2
 
     def metadata(self) -> dict:
         """Chain table, its hash and the seed (saved with every output)."""

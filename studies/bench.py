@@ -75,17 +75,9 @@ def _chain_case(mode, calibration=None):
                 pass
 
         return run
-    from reco import parametric
-
     chain = Chain(ChainConfig.from_dict({"geometry": "run2025", "mode": "parametric", "calibration": str(calibration)}), 1)
     edges_e, edges_mu = np.linspace(0.0, 0.032, 65), np.linspace(0.0002, 0.005, 49)
-
-    def run_histogram(n):
-        for first in range(0, n, 1_000_000):
-            truth = chain.generator.chunk(first, min(1_000_000, n - first))
-            parametric.histogram(truth, chain.response, 1, chain.config.selection, edges_e, edges_mu)
-
-    return run_histogram
+    return lambda n: chain.histogram(n, edges_e, edges_mu)
 
 
 def run_chain_benchmarks(n_events: int = 200_000, threads: int = 1, calibration_events: int = 200_000) -> list[dict]:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fastsim.detector.geometry import geometry_table
-from reco.chain import Chain, ChainConfig
+from reco import parametric
+from reco.chain import Chain, ChainConfig, calibrate_chain
 
 N_EVENTS = 20_000
 
@@ -59,3 +60,42 @@ def test_telescope_measures_the_muon_angle_like_an_upstream_station(runs):
     assert core_width(residual[first]) / core_width(residual[second]) == pytest.approx(1.0, abs=0.15)
     selected = [np.mean(events["selected"][rows]) for rows in (first, second)]
     assert selected[0] == pytest.approx(selected[1], abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def response_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("response") / "run2025.npz"
+    calibrate_chain(ChainConfig.from_dict({"geometry": "run2025"}), N_EVENTS, 3, path)
+    return path
+
+
+EDGES_E, EDGES_MU = np.linspace(0.0, 0.032, 17), np.linspace(0.0002, 0.005, 13)
+
+
+def test_parametric_histogram_goes_straight_from_the_generation_kernel(response_file):
+    config = ChainConfig.from_dict({"geometry": "run2025", "mode": "parametric", "calibration": str(response_file)})
+    chain = Chain(config, 4)
+    sum_w, sum_w2 = chain.histogram(30_000, EDGES_E, EDGES_MU, chunk_size=7_000, first_event=5)
+    truth = chain.generator.chunk(5, 30_000)
+    expected = parametric.histogram(truth, chain.response, 4, config.selection, EDGES_E, EDGES_MU)
+    assert sum_w.sum() > 0
+    np.testing.assert_allclose(sum_w, expected[0], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(sum_w2, expected[1], rtol=1e-12, atol=0)
+    mixed = config.data | {"generator": config.data["generator"] | {"process": "all"}}
+    with pytest.raises(ValueError, match="generator.process = 'all': the parametric response is calibrated on elastic"):
+        Chain(ChainConfig.from_dict(mixed), 4).histogram(10, EDGES_E, EDGES_MU)
+    with pytest.raises(ValueError, match="theta_mu_edges_rad must be at least two finite, increasing edges"):
+        chain.histogram(10, EDGES_E, EDGES_MU[::-1])
+
+
+def test_full_histogram_is_that_of_the_selected_events():
+    config = ChainConfig.from_dict({"geometry": "run2025"})
+    sum_w, sum_w2 = Chain(config, 6).histogram(4_000, EDGES_E, EDGES_MU, chunk_size=1_500)
+    events = next(Chain(config, 6).run(4_000, 4_000))
+    s = events["selected"]
+    w = events["weight"][s]
+    expected = np.histogram2d(events["theta_e_rad"][s], events["theta_mu_rad"][s], bins=(EDGES_E, EDGES_MU),
+                              weights=w)[0]
+    assert sum_w.sum() > 0
+    np.testing.assert_allclose(sum_w, expected, rtol=1e-12, atol=0)
+    assert np.all(sum_w2 <= sum_w * w.max() * (1 + 1e-12))
