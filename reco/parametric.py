@@ -453,8 +453,9 @@ class _Axis:
 @njit(cache=True, nogil=True)
 def _fast_bin(edges, inv_cell, lookup, x):
     """Bin of `edges` holding x through the lookup grid of `_Axis`: -1 outside [edges[0], edges[-1]].
-    The step to the next bin is an addition of a comparison, not a branch: on random data a
-    mispredicted branch there cost ~30 ns an event."""
+    The step to the next bin adds a comparison instead of branching: on random angles the branch
+    was mispredicted so often that the interpolation of the response took 36 ns an event, 7-9
+    without it."""
     n = edges.size - 1
     if not (edges[0] <= x <= edges[n]):
         return -1
