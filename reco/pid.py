@@ -20,9 +20,10 @@ hypotheses are compared by their normalized distance from the elastic curve,
 
     chi2(mu = a, e = b) = (theta_a - theta_mu_elastic(theta_b))^2 / (sigma_mu^2 + (f'(theta_b) sigma_e(theta_b))^2),
 
-with f' the slope of the elastic curve (both in closed form, `elastic_curve_kernel`) and sigma_e(theta_e)^2 = sigma_e0^2 + (k / E_e(theta_e))^2,
+with f' the slope of the elastic curve and sigma_e(theta_e)^2 = sigma_e0^2 + (k / E_e(theta_e))^2,
 the constant term plus the multiple scattering of the electron (Highland: theta_0 p is about
-constant), E_e the elastic electron energy at theta_e. The smaller chi2 wins. The ambiguous region
+constant), E_e the elastic electron energy at theta_e (curve, slope and energy in closed form:
+`fastsim.physics.kinematics.elastic_curve_kernel`). The smaller chi2 wins. The ambiguous region
 is theta_e ~ theta_mu ~ 2.5 mrad (at 160 GeV), where the two hypotheses meet.
 
 With ``calorimeter = True`` (and a calorimeter in the geometry) the cluster of the crystal array
