@@ -51,6 +51,15 @@ def check_integer(key, value, low=0, high=2**63 - 1):
     return int(value)
 
 
+def check_edges(key, value):
+    """Return value as a float64 array of bin edges; ValueError naming `key` unless it holds at
+    least two finite, strictly increasing numbers."""
+    edges = np.ascontiguousarray(value, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"{key} = {value!r} must be at least two finite, increasing edges")
+    return edges
+
+
 def check_choice(key, value, choices):
     if value not in choices:
         raise ValueError(f"{key} = {value!r} is not allowed; choose one of {list(choices)}")

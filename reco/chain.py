@@ -218,7 +218,7 @@ class Chain:
         (`reco.parametric.generated_truth`), in chunks of 1e6 events by default, without making
         events: the fast path for templates; `self.cutflow` is not filled. Full mode: the selected
         events of `run` (chunks of 1e5), histogrammed; the cut flow accumulates as in `run`."""
-        from fastsim.config import check_integer
+        from fastsim.config import check_edges, check_integer
         from reco import parametric
 
         n_events = check_integer("events", n_events, 1)
@@ -226,8 +226,8 @@ class Chain:
         parametric_mode = self.config.mode == "parametric"
         chunk_size = (1_000_000 if parametric_mode else 100_000) if chunk_size is None else chunk_size
         chunk_size = check_integer("chunk_size", chunk_size, 1)
-        x_edges = parametric.checked_edges("theta_e_edges_rad", theta_e_edges_rad)
-        y_edges = parametric.checked_edges("theta_mu_edges_rad", theta_mu_edges_rad)
+        x_edges = check_edges("theta_e_edges_rad", theta_e_edges_rad)
+        y_edges = check_edges("theta_mu_edges_rad", theta_mu_edges_rad)
         sum_w = np.zeros((x_edges.size - 1, y_edges.size - 1))
         sum_w2 = np.zeros_like(sum_w)
         if parametric_mode:

@@ -75,7 +75,7 @@ from numba import njit, prange
 
 import fastsim
 from fastsim import rng
-from fastsim.config import check_integer, content_hash, to_plain
+from fastsim.config import check_edges, check_integer, content_hash, to_plain
 from fastsim.detector.geometry import Geometry
 from fastsim.events import TruthEvents
 from fastsim.units import PDG_ELECTRON, PDG_MUON
@@ -388,9 +388,7 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
         edges = _default_edges(true_theta_e[passing], min_events_per_bin)
         edges[0], edges[-1] = min(edges[0], true_theta_e.min()), max(edges[-1], true_theta_e.max())
     else:
-        edges = np.asarray(theta_e_edges_rad, dtype=np.float64)
-    if edges.ndim != 1 or edges.size < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
-        raise ValueError(f"theta_e_edges_rad = {theta_e_edges_rad!r} must be at least two finite, increasing edges")
+        edges = check_edges("theta_e_edges_rad", theta_e_edges_rad)
     nb = edges.size - 1
     index = np.clip(np.searchsorted(edges, true_theta_e, side="right") - 1, 0, nb - 1)
     inside = (true_theta_e >= edges[0]) & (true_theta_e <= edges[-1])
@@ -725,14 +723,6 @@ def kinematic_bounds(selection: Selection) -> np.ndarray:
     return np.array(list(values.values()))
 
 
-def checked_edges(name, edges) -> np.ndarray:
-    """`edges` as a float64 array of at least two finite, increasing bin edges; ValueError naming `name`."""
-    array = np.ascontiguousarray(edges, dtype=np.float64)
-    if array.ndim != 1 or array.size < 2 or not np.all(np.isfinite(array)) or np.any(np.diff(array) <= 0):
-        raise ValueError(f"{name} must be at least two finite, increasing edges")
-    return array
-
-
 def generated_truth(generator, first_event: int, n_events: int) -> dict:
     """The truth arrays the parametric mode needs (`apply`, `histogram`) of events first_event ..
     first_event + n_events - 1 of an elastic `fastsim.generator.generate.Generator`, straight from
@@ -778,8 +768,8 @@ def histogram(truth, response: ParametricResponse, seed: int, selection: Selecti
                          f"the selection's non-kinematic cuts are {selection.non_kinematic_specs()}")
     if selection.residual_smearing_rad > 0:
         raise ValueError("histogram: the residual smearing is not applied on this path; use apply and Selection.apply")
-    x_edges = checked_edges("theta_e_edges_rad", theta_e_edges_rad)
-    y_edges = checked_edges("theta_mu_edges_rad", theta_mu_edges_rad)
+    x_edges = check_edges("theta_e_edges_rad", theta_e_edges_rad)
+    y_edges = check_edges("theta_mu_edges_rad", theta_mu_edges_rad)
     data = _truth_arrays(truth)
     n_blocks = numba.get_num_threads() if n_blocks is None else check_integer("n_blocks", n_blocks, 1, 4096)
     shape = (n_blocks, x_edges.size - 1, y_edges.size - 1)

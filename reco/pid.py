@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from fastsim.config import check_range
+from fastsim.config import check_edges, check_range
 from fastsim.physics.kinematics import THETA_MU_MAX_RAD, elastic_curve_kernel
 from fastsim.units import PDG_ELECTRON, PDG_MUON
 from reco.events import RecoEvents
@@ -58,6 +58,7 @@ CALORIMETER_COLUMNS = ("calo_energy_gev", "calo_x_cm", "calo_y_cm", "calo_x_1_cm
 
 _ELASTIC_FIT_COLUMNS = {"elastic_chi2": "elastic_chi2_mu_{}", "elastic_theta_e_rad": "elastic_theta_e_mu_{}_rad",
                         "elastic_theta_mu_rad": "elastic_theta_mu_mu_{}_rad"}
+
 
 @dataclass(frozen=True)
 class PidSettings:
@@ -263,9 +264,7 @@ def misid_table(events: RecoEvents, theta_e_edges_rad):
     """
     import pandas as pd
 
-    edges = np.asarray(theta_e_edges_rad, dtype=np.float64)
-    if edges.ndim != 1 or edges.size < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
-        raise ValueError(f"theta_e_edges_rad = {theta_e_edges_rad!r} must be at least two finite, increasing edges")
+    edges = check_edges("theta_e_edges_rad", theta_e_edges_rad)
     pdg_1, pdg_2 = np.abs(events["truth_pdg_1"]), np.abs(events["truth_pdg_2"])
     true_muon_is_1 = (pdg_1 == PDG_MUON) & (pdg_2 == PDG_ELECTRON)
     usable = true_muon_is_1 | ((pdg_1 == PDG_ELECTRON) & (pdg_2 == PDG_MUON))
