@@ -214,9 +214,9 @@ class Chain:
         first_event + n_events - 1: (sum_w, sum_w2), each of shape (theta_e bins, theta_mu bins);
         events outside the edges are not counted.
 
-        Parametric mode: from the generation kernel straight into `reco.parametric.histogram`
-        (`reco.parametric.generated_truth`), in chunks of 1e6 events by default, without making
-        events: the fast path for templates; `self.cutflow` is not filled. Full mode: the selected
+        Parametric mode: `reco.parametric.generated_histogram`, which generates the events inside
+        the histogram kernel (one call per chunk of 1e6 events by default) without making event
+        arrays: the fast path for templates; `self.cutflow` is not filled. Full mode: the selected
         events of `run` (chunks of 1e5), histogrammed; the cut flow accumulates as in `run`."""
         from fastsim.config import check_edges, check_integer
         from reco import parametric
@@ -232,8 +232,8 @@ class Chain:
         sum_w2 = np.zeros_like(sum_w)
         if parametric_mode:
             for first in range(first_event, first_event + n_events, chunk_size):
-                truth = parametric.generated_truth(self.generator, first, min(chunk_size, first_event + n_events - first))
-                w, w2 = parametric.histogram(truth, self.response, self.seed, self.config.selection, x_edges, y_edges)
+                w, w2 = parametric.generated_histogram(self.generator, first, min(chunk_size, first_event + n_events - first),
+                                                       self.response, self.seed, self.config.selection, x_edges, y_edges)
                 sum_w += w
                 sum_w2 += w2
             self.events_seen += n_events

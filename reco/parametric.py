@@ -11,8 +11,8 @@ What to use when:
   columns, or a dict of truth arrays) into `RecoEvents` on which the same `Selection` applies.
 - `histogram(truth, response, seed, selection, theta_e_edges_rad, theta_mu_edges_rad)` goes
   straight to the weighted 2D (theta_e, theta_mu) histogram of the selected events, without
-  making events: the fast path for templates; `generated_truth(generator, first, n)` feeds it
-  (or `apply`) from the generation kernel without making TruthEvents (`reco.chain.Chain.histogram`).
+  making events: the fast path for templates; `generated_histogram(generator, first, n, ...)`
+  generates the events inside the same kernel, without event arrays (`reco.chain.Chain.histogram`).
 
 The model. For event i with true angles (theta_e, theta_mu, phi_e, phi_mu), the residual vector
 r = (d theta_e, d theta_mu, d phi_e, d phi_mu) of the electron and muon tracks (reconstructed
@@ -78,6 +78,7 @@ from fastsim import rng
 from fastsim.config import check_edges, check_integer, content_hash, to_plain
 from fastsim.detector.geometry import Geometry
 from fastsim.events import TruthEvents
+from fastsim.generator.generate import N_OUT, elastic_rows_kernel
 from fastsim.units import PDG_ELECTRON, PDG_MUON
 from reco.events import RecoEvents
 from reco.observables import acoplanarity_kernel, elastic_theta_mu_kernel, wrap_angle_kernel
@@ -619,6 +620,39 @@ def _histogram_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, p
                          y_inv_cell, y_lookup, sum_w[k], sum_w2[k])
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def _generated_histogram_kernel(generation_seed, first_event, n_events, generation, seed, centres, inv_cell, lookup,
+                                width, efficiency, rank_low, rank_inv_cell, rank_table, residuals, calo_terms,
+                                neighbours, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges,
+                                x_inv_cell, x_lookup, y_edges, y_inv_cell, y_lookup, sum_w, sum_w2):
+    """`_histogram_kernel` of elastic events first_event .. first_event + n_events - 1 generated
+    on the fly (`generation` = `Generator.elastic_kernel_args()`), _SUB_BLOCK at a time into
+    arrays that stay in the cache: the same events and histogram as generating the arrays first."""
+    n_blocks = sum_w.shape[0]
+    for k in prange(n_blocks):
+        rows = np.arange(_SUB_BLOCK)
+        weight, t = np.empty(_SUB_BLOCK), np.empty(_SUB_BLOCK)
+        beam, vertex = np.empty((_SUB_BLOCK, 3)), np.empty((_SUB_BLOCK, 3))
+        target = np.empty(_SUB_BLOCK, dtype=np.int16)
+        momenta = np.empty((_SUB_BLOCK, 4 * N_OUT))
+        angles = np.empty((_SUB_BLOCK, 4))
+        event_id = np.empty(_SUB_BLOCK, dtype=np.int64)
+        columns = np.empty((4, _SUB_BLOCK))
+        stop = (k + 1) * n_events // n_blocks
+        for block in range(k * n_events // n_blocks, stop, _SUB_BLOCK):
+            n = min(_SUB_BLOCK, stop - block)
+            elastic_rows_kernel(generation_seed, first_event + block, rows, 0, n, *generation, weight, t, beam, vertex,
+                                target, momenta, angles)
+            for j in range(n):
+                event_id[j] = first_event + block + j
+                for c in range(4):
+                    columns[c, j] = angles[j, c]
+            _histogram_range(seed, event_id, columns[0], columns[2], columns[1], columns[3], weight, 0, n, centres,
+                             inv_cell, lookup, width, efficiency, rank_low, rank_inv_cell, rank_table, residuals,
+                             calo_terms, neighbours, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts,
+                             x_edges, x_inv_cell, x_lookup, y_edges, y_inv_cell, y_lookup, sum_w[k], sum_w2[k])
+
+
 # --- Python layer ---------------------------------------------------------------------------
 
 _TRUTH_KEYS = ("event_id", "weight", "e_theta_rad", "mu_theta_rad", "e_phi_rad", "mu_phi_rad")
@@ -723,21 +757,6 @@ def kinematic_bounds(selection: Selection) -> np.ndarray:
     return np.array(list(values.values()))
 
 
-def generated_truth(generator, first_event: int, n_events: int) -> dict:
-    """The truth arrays the parametric mode needs (`apply`, `histogram`) of events first_event ..
-    first_event + n_events - 1 of an elastic `fastsim.generator.generate.Generator`, straight from
-    its generation kernel: the same numbers as `generator.chunk`, without making TruthEvents (its
-    particle list and columns cost about a third of the generation)."""
-    if generator.pair_probability > 0.0:
-        raise ValueError(f"generator.process = {generator.config.process!r}: the parametric response is calibrated "
-                         "on elastic events; generate with process = 'elastic'")
-    weight, t, _, _, _, _, angles = generator.kernel_arrays(first_event, n_events)
-    columns = np.ascontiguousarray(angles.T)
-    return {"event_id": np.arange(first_event, first_event + n_events, dtype=np.int64), "weight": weight,
-            "e_theta_rad": columns[0], "e_phi_rad": columns[1], "mu_theta_rad": columns[2], "mu_phi_rad": columns[3],
-            "t_gev2": t}
-
-
 def histogram(truth, response: ParametricResponse, seed: int, selection: Selection, theta_e_edges_rad,
               theta_mu_edges_rad, n_blocks: int | None = None):
     """Weighted 2D histogram (theta_e, theta_mu) of the selected parametric events, made directly.
@@ -762,6 +781,34 @@ def histogram(truth, response: ParametricResponse, seed: int, selection: Selecti
     (sum_w, sum_w2) : ndarray (nx, ny) each
         Sum of weights and of squared weights per bin.
     """
+    arguments = _histogram_arguments(response, seed, selection, theta_e_edges_rad, theta_mu_edges_rad, n_blocks)
+    data = _truth_arrays(truth)
+    _histogram_kernel(arguments[0], data["event_id"], data["e_theta_rad"], data["mu_theta_rad"], data["e_phi_rad"],
+                      data["mu_phi_rad"], data["weight"], *arguments[1:])
+    return arguments[-2].sum(axis=0), arguments[-1].sum(axis=0)
+
+
+def generated_histogram(generator, first_event: int, n_events: int, response: ParametricResponse, seed: int,
+                        selection: Selection, theta_e_edges_rad, theta_mu_edges_rad, n_blocks: int | None = None):
+    """`histogram` of events first_event .. first_event + n_events - 1 of an elastic
+    `fastsim.generator.generate.Generator`, generated inside the histogram kernel a thousand at a
+    time: the same numbers as `histogram(generator.chunk(first_event, n_events), ...)` (to the
+    order of the sums), without the event arrays (`reco.chain.Chain.histogram`). The generator's
+    cross-section summary does not count these events."""
+    if generator.pair_probability > 0.0:
+        raise ValueError(f"generator.process = {generator.config.process!r}: the parametric response is calibrated "
+                         "on elastic events; generate with process = 'elastic'")
+    first_event = check_integer("first_event", first_event, 0)
+    n_events = check_integer("events", n_events, 1)
+    arguments = _histogram_arguments(response, seed, selection, theta_e_edges_rad, theta_mu_edges_rad, n_blocks)
+    _generated_histogram_kernel(np.uint64(generator.seed), np.int64(first_event), np.int64(n_events),
+                                generator.elastic_kernel_args(), *arguments)
+    return arguments[-2].sum(axis=0), arguments[-1].sum(axis=0)
+
+
+def _histogram_arguments(response, seed, selection, theta_e_edges_rad, theta_mu_edges_rad, n_blocks) -> tuple:
+    """The checked arguments of the histogram kernels after the events: the seed, the response
+    and identification arrays, the kinematic bounds, both axes and the (n_blocks, nx, ny) sums."""
     seed = _checked(response, seed)
     if selection.non_kinematic_specs() != response.folded_cuts:
         raise ValueError(f"the response's efficiency is for the cuts {response.folded_cuts}, "
@@ -770,12 +817,7 @@ def histogram(truth, response: ParametricResponse, seed: int, selection: Selecti
         raise ValueError("histogram: the residual smearing is not applied on this path; use apply and Selection.apply")
     x_edges = check_edges("theta_e_edges_rad", theta_e_edges_rad)
     y_edges = check_edges("theta_mu_edges_rad", theta_mu_edges_rad)
-    data = _truth_arrays(truth)
     n_blocks = numba.get_num_threads() if n_blocks is None else check_integer("n_blocks", n_blocks, 1, 4096)
     shape = (n_blocks, x_edges.size - 1, y_edges.size - 1)
-    sum_w, sum_w2 = np.zeros(shape), np.zeros(shape)
-    _histogram_kernel(seed, data["event_id"], data["e_theta_rad"], data["mu_theta_rad"], data["e_phi_rad"],
-                      data["mu_phi_rad"], data["weight"], *response.kernel_arrays(),
-                      *response.pid_settings.kernel_args(), kinematic_bounds(selection),
-                      *_Axis(x_edges).args(), *_Axis(y_edges).args(), sum_w, sum_w2)
-    return sum_w.sum(axis=0), sum_w2.sum(axis=0)
+    return (seed, *response.kernel_arrays(), *response.pid_settings.kernel_args(), kinematic_bounds(selection),
+            *_Axis(x_edges).args(), *_Axis(y_edges).args(), np.zeros(shape), np.zeros(shape))

@@ -150,9 +150,9 @@ def sample_t_kernel(u, shape, cumulative, start, jacobian):
     of a TSampling (its `arrays()`), and the inverse density over t^2, finite as t -> 0 (see
     `born_t2_dsigma_dt_kernel`)."""
     k = 0
-    while k < cumulative.size - 1 and u > cumulative[k]:
-        k += 1
-    variable = start[k] + (u - (0.0 if k == 0 else cumulative[k - 1])) * jacobian[k]
+    for j in range(cumulative.size - 1):  # a count, not a search: no branch on random u
+        k += u > cumulative[j]
+    variable = start[k] + (u - cumulative[max(k - 1, 0)] * (k > 0)) * jacobian[k]
     if shape[k] == SHAPE_INVERSE_T2:
         return -1.0 / variable, jacobian[k]
     t = -math.exp(variable)

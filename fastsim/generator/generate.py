@@ -21,6 +21,7 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -168,16 +169,18 @@ class GeneratorConfig:
         return cls.from_dict(load_toml(path), where=str(path))
 
 
-@njit(parallel=True, cache=True)
-def _elastic_chunk(seed, first_event, rows, weight_scale, beam_params, beam_profile, target_z, target_thickness,
-                   target_cumulative, t_shape, t_cumulative, t_start, t_jacobian, running_shift, running_first, running_table,
-                   cuts, radiation_params, weight, t_out, beam_out, vertex_out, target_out, momenta, angles):
-    """Elastic events first_event + rows into rows `rows` of the arrays; momenta[i] holds
-    (px, py, pz, E) of the muon, the electron and the photon (zero if none), in the lab.
-    Uniforms 0-2 of STREAM_ELASTIC give t, the azimuth and the vertex (uniform 3 is the
-    unweighting's)."""
+@njit(cache=True, nogil=True)
+def elastic_rows_kernel(seed, first_event, rows, start, stop, weight_scale, beam_params, beam_profile, target_z,
+                        target_thickness, target_cumulative, t_shape, t_cumulative, t_start, t_jacobian, running_shift,
+                        running_first, running_table, cuts, radiation_params, weight, t_out, beam_out, vertex_out,
+                        target_out, momenta, angles):
+    """Elastic events first_event + i for i in rows[start:stop], each into row i of the arrays;
+    momenta[i] holds (px, py, pz, E) of the muon, the electron and the photon (zero if none), in
+    the lab, angles[i] (theta_e, phi_e, theta_mu, phi_mu) in the beam frame. Uniforms 0-2 of
+    STREAM_ELASTIC give t, the azimuth and the vertex (uniform 3 is the unweighting's).
+    The arguments after `stop` are `Generator.elastic_kernel_args()` and the output arrays."""
     radiative = radiation_params[0] != 0.0
-    for j in prange(rows.size):
+    for j in range(start, stop):
         i = rows[j]
         event = first_event + i
         u = rng.uniform4(seed, event, rng.STREAM_ELASTIC, 0)
@@ -227,6 +230,19 @@ def _elastic_chunk(seed, first_event, rows, weight_scale, beam_params, beam_prof
         angles[i, 1] = phi_e
         angles[i, 2] = theta_mu
         angles[i, 3] = phi_mu
+
+
+@njit(parallel=True, cache=True)
+def _elastic_chunk(seed, first_event, rows, n_blocks, weight_scale, beam_params, beam_profile, target_z,
+                   target_thickness, target_cumulative, t_shape, t_cumulative, t_start, t_jacobian, running_shift,
+                   running_first, running_table, cuts, radiation_params, weight, t_out, beam_out, vertex_out, target_out,
+                   momenta, angles):
+    """`elastic_rows_kernel` over all of `rows`, in n_blocks blocks run in parallel."""
+    for k in prange(n_blocks):
+        elastic_rows_kernel(seed, first_event, rows, k * rows.size // n_blocks, (k + 1) * rows.size // n_blocks,
+                            weight_scale, beam_params, beam_profile, target_z, target_thickness, target_cumulative,
+                            t_shape, t_cumulative, t_start, t_jacobian, running_shift, running_first, running_table,
+                            cuts, radiation_params, weight, t_out, beam_out, vertex_out, target_out, momenta, angles)
 
 
 @njit(cache=True)
@@ -332,11 +348,8 @@ class Generator:
         elastic_rows = np.flatnonzero(~is_pair) if self.pair_probability > 0.0 else np.arange(n_events)
         pair_rows = np.flatnonzero(is_pair)
         if elastic_rows.size:
-            table = self.running_table
-            _elastic_chunk(self._kernel_seed, np.int64(first_event), elastic_rows, 1.0 / (1.0 - self.pair_probability),
-                           self.beam_params, self.beam_profile, self.target_z, self.target_thickness,
-                           self.target_cumulative, *self.sampling.arrays(), np.int64(table.shift),
-                           np.int64(table.first_index), table.coefficients, self.cuts, self.radiation.kernel_params(),
+            n_blocks = min(elastic_rows.size, 16 * numba.get_num_threads())
+            _elastic_chunk(self._kernel_seed, np.int64(first_event), elastic_rows, n_blocks, *self.elastic_kernel_args(),
                            weight, t, beam, vertex, target, momenta, angles)
         if pair_rows.size:
             pair_chunk(self._kernel_seed, np.int64(first_event), pair_rows, self.beam_params, self.beam_profile,
@@ -345,6 +358,14 @@ class Generator:
                        weight, beam, vertex, target, momenta, angles)
             t[pair_rows] = np.nan
         return weight, t, beam, vertex, target, momenta.reshape(n_events, N_OUT, 4), angles
+
+    def elastic_kernel_args(self) -> tuple:
+        """The arguments of `elastic_rows_kernel` between `stop` and the output arrays: the beam,
+        targets, t sampling, running, cuts and radiation of this generator."""
+        table = self.running_table
+        return (1.0 / (1.0 - self.pair_probability), self.beam_params, self.beam_profile, self.target_z,
+                self.target_thickness, self.target_cumulative, *self.sampling.arrays(), np.int64(table.shift),
+                np.int64(table.first_index), table.coefficients, self.cuts, self.radiation.kernel_params())
 
     def process_is_pair(self, first_event: int, n_events: int) -> np.ndarray:
         """Which of the events are pair events: uniform 0 of STREAM_PROCESS below the pair

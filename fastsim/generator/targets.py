@@ -74,8 +74,8 @@ def vertex_kernel(u, z_start_cm, thickness_cm, cumulative):
     of z: the target by its cumulative probability, then the depth from where u falls inside
     the target's share (uniform there)."""
     index = 0
-    while index < cumulative.size - 1 and u > cumulative[index]:
-        index += 1
-    lower = 0.0 if index == 0 else cumulative[index - 1]
+    for k in range(cumulative.size - 1):  # a count, not a search: no branch on random u
+        index += u > cumulative[k]
+    lower = cumulative[max(index - 1, 0)] * (index > 0)
     fraction = min(max((u - lower) / (cumulative[index] - lower), 0.0), 1.0)
     return z_start_cm[index] + fraction * thickness_cm[index], index

@@ -81,6 +81,15 @@ def test_parametric_histogram_goes_straight_from_the_generation_kernel(response_
     assert sum_w.sum() > 0
     np.testing.assert_allclose(sum_w, expected[0], rtol=1e-12, atol=0)
     np.testing.assert_allclose(sum_w2, expected[1], rtol=1e-12, atol=0)
+    # radiative events (a photon in the final state, a second t segment) go through the same kernel
+    radiative = config.data | {"generator": config.data["generator"] | {"elastic": {"radiation": "nlo", "ee_min_gev": 1.0}}}
+    chain = Chain(ChainConfig.from_dict(radiative), 4)
+    sum_w, sum_w2 = chain.histogram(20_000, EDGES_E, EDGES_MU, chunk_size=6_000, first_event=3)
+    truth = chain.generator.chunk(3, 20_000)
+    assert np.count_nonzero(truth["photon_energy_gev"] > 0.0) > 1000
+    expected = parametric.histogram(truth, chain.response, 4, config.selection, EDGES_E, EDGES_MU)
+    np.testing.assert_allclose(sum_w, expected[0], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(sum_w2, expected[1], rtol=1e-12, atol=0)
     mixed = config.data | {"generator": config.data["generator"] | {"process": "all"}}
     with pytest.raises(ValueError, match="generator.process = 'all': the parametric response is calibrated on elastic"):
         Chain(ChainConfig.from_dict(mixed), 4).histogram(10, EDGES_E, EDGES_MU)
