@@ -78,7 +78,7 @@ from fastsim import rng
 from fastsim.config import check_edges, check_integer, content_hash, to_plain
 from fastsim.detector.geometry import Geometry
 from fastsim.events import TruthEvents
-from fastsim.generator.generate import N_OUT, elastic_rows_kernel
+from fastsim.generator.generate import N_OUT, elastic_event_kernel
 from fastsim.units import PDG_ELECTRON, PDG_MUON
 from reco.events import RecoEvents
 from reco.observables import acoplanarity_kernel, elastic_theta_mu_kernel, wrap_angle_kernel
@@ -628,9 +628,10 @@ def _generated_histogram_kernel(generation_seed, first_event, n_events, generati
     """`_histogram_kernel` of elastic events first_event .. first_event + n_events - 1 generated
     on the fly (`generation` = `Generator.elastic_kernel_args()`), _SUB_BLOCK at a time into
     arrays that stay in the cache: the same events and histogram as generating the arrays first."""
+    (weight_scale, beam_params, beam_profile, target_z, target_thickness, target_cumulative, t_shape, t_cumulative,
+     t_start, t_jacobian, running_shift, running_first, running_table, generation_cuts, radiation_params) = generation
     n_blocks = sum_w.shape[0]
     for k in prange(n_blocks):
-        rows = np.arange(_SUB_BLOCK)
         weight, t = np.empty(_SUB_BLOCK), np.empty(_SUB_BLOCK)
         beam, vertex = np.empty((_SUB_BLOCK, 3)), np.empty((_SUB_BLOCK, 3))
         target = np.empty(_SUB_BLOCK, dtype=np.int16)
@@ -641,8 +642,11 @@ def _generated_histogram_kernel(generation_seed, first_event, n_events, generati
         stop = (k + 1) * n_events // n_blocks
         for block in range(k * n_events // n_blocks, stop, _SUB_BLOCK):
             n = min(_SUB_BLOCK, stop - block)
-            elastic_rows_kernel(generation_seed, first_event + block, rows, 0, n, *generation, weight, t, beam, vertex,
-                                target, momenta, angles)
+            for j in range(n):
+                elastic_event_kernel(generation_seed, first_event + block, j, weight_scale, beam_params, beam_profile,
+                                     target_z, target_thickness, target_cumulative, t_shape, t_cumulative, t_start,
+                                     t_jacobian, running_shift, running_first, running_table, generation_cuts,
+                                     radiation_params, weight, t, beam, vertex, target, momenta, angles)
             for j in range(n):
                 event_id[j] = first_event + block + j
                 for c in range(4):
