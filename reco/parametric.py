@@ -626,8 +626,9 @@ def _generated_histogram_kernel(generation_seed, first_event, n_events, generati
                                 neighbours, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts, x_edges,
                                 x_inv_cell, x_lookup, y_edges, y_inv_cell, y_lookup, sum_w, sum_w2):
     """`_histogram_kernel` of elastic events first_event .. first_event + n_events - 1 generated
-    on the fly (`generation` = `Generator.elastic_kernel_args()`), _SUB_BLOCK at a time into
-    arrays that stay in the cache: the same events and histogram as generating the arrays first."""
+    on the fly (`generation` = `Generator.elastic_kernel_args()`; weight and angles only),
+    _SUB_BLOCK at a time into arrays that stay in the cache: the same events and histogram as
+    generating the arrays first."""
     (weight_scale, beam_params, beam_profile, target_z, target_thickness, target_cumulative, t_shape, t_cumulative,
      t_start, t_jacobian, running_shift, running_first, running_table, generation_cuts, radiation_params) = generation
     n_blocks = sum_w.shape[0]
@@ -643,9 +644,9 @@ def _generated_histogram_kernel(generation_seed, first_event, n_events, generati
         for block in range(k * n_events // n_blocks, stop, _SUB_BLOCK):
             n = min(_SUB_BLOCK, stop - block)
             for j in range(n):
-                elastic_event_kernel(generation_seed, first_event + block, j, weight_scale, beam_params, beam_profile,
-                                     target_z, target_thickness, target_cumulative, t_shape, t_cumulative, t_start,
-                                     t_jacobian, running_shift, running_first, running_table, generation_cuts,
+                elastic_event_kernel(generation_seed, first_event + block, j, False, weight_scale, beam_params,
+                                     beam_profile, target_z, target_thickness, target_cumulative, t_shape, t_cumulative,
+                                     t_start, t_jacobian, running_shift, running_first, running_table, generation_cuts,
                                      radiation_params, weight, t, beam, vertex, target, momenta, angles)
             for j in range(n):
                 event_id[j] = first_event + block + j

@@ -44,7 +44,7 @@ from fastsim.generator.radiation import RADIATION_MODELS, RadiationModel, min_bo
 from fastsim.generator.targets import Target, check_targets, target_arrays, vertex_kernel
 from fastsim.numerics import polar_angle, sincos_turn, tan_small
 from fastsim.physics.cross_section import ElasticCrossSection, ElasticCuts
-from fastsim.physics.kinematics import angles_from_t_kernel
+from fastsim.physics.kinematics import angles_from_t_kernel, born_momenta_kernel
 from fastsim.physics.vacuum_polarization import (
     RUNNING_CHOICES,
     LeptonLikeModel,
@@ -172,15 +172,17 @@ class GeneratorConfig:
 # alias each other; called as a function, every store could change the parameters and LLVM reloads
 # them (measured 15 ns an event slower).
 @njit(cache=True, nogil=True, inline="always")
-def elastic_event_kernel(seed, first_event, i, weight_scale, beam_params, beam_profile, target_z, target_thickness,
-                         target_cumulative, t_shape, t_cumulative, t_start, t_jacobian, running_shift, running_first,
-                         running_table, cuts, radiation_params, weight, t_out, beam_out, vertex_out, target_out, momenta,
-                         angles):
+def elastic_event_kernel(seed, first_event, i, full_state, weight_scale, beam_params, beam_profile, target_z,
+                         target_thickness, target_cumulative, t_shape, t_cumulative, t_start, t_jacobian, running_shift,
+                         running_first, running_table, cuts, radiation_params, weight, t_out, beam_out, vertex_out,
+                         target_out, momenta, angles):
     """Elastic event first_event + i into row i of the arrays; momenta[i] holds (px, py, pz, E) of
     the muon, the electron and the photon (zero if none), in the lab, angles[i] (theta_e, phi_e,
     theta_mu, phi_mu) in the beam frame. Uniforms 0-2 of STREAM_ELASTIC give t, the azimuth and the
-    vertex (uniform 3 is the unweighting's). The arguments after `i` are
-    `Generator.elastic_kernel_args()` and the output arrays."""
+    vertex (uniform 3 is the unweighting's). The arguments after `full_state` are
+    `Generator.elastic_kernel_args()` and the output arrays. Without `full_state` only weight, t
+    and angles are certain to be written (a histogram of the angles needs no more; the Born
+    momenta, the beam and the vertex rows are then skipped, 45 ns of ~240 in the parametric chain)."""
     radiative = radiation_params[0] != 0.0
     event = first_event + i
     u = rng.uniform4(seed, event, rng.STREAM_ELASTIC, 0)
@@ -196,24 +198,27 @@ def elastic_event_kernel(seed, first_event, i, weight_scale, beam_params, beam_p
             w *= radiate_event(energy, t, phi, np.array(r), radiation_params, scratch)
         for k in range(N_OUT * 4):
             momenta[i, k] = scratch[k]
+        energy_e = scratch[7]
         theta_e = polar_angle(math.sqrt(momenta[i, 4] ** 2 + momenta[i, 5] ** 2), momenta[i, 6])
         theta_mu = polar_angle(math.sqrt(momenta[i, 0] ** 2 + momenta[i, 1] ** 2), momenta[i, 2])
         # a photon takes transverse momentum: the azimuths are no longer phi, phi + pi
         phi_e = math.atan2(momenta[i, 5], momenta[i, 4])
         phi_mu = math.atan2(momenta[i, 1], momenta[i, 0])
     else:
-        cos_phi, sin_phi = sincos_turn(u[1])
-        p = born_final_state_kernel(energy, t, cos_phi, sin_phi)
-        for k in range(8):
-            momenta[i, k] = p[k]
-        for k in range(8, N_OUT * 4):
-            momenta[i, k] = 0.0
+        energy_e = born_momenta_kernel(energy, t)[2]
+        if full_state:
+            cos_phi, sin_phi = sincos_turn(u[1])
+            p = born_final_state_kernel(energy, t, cos_phi, sin_phi)
+            for k in range(8):
+                momenta[i, k] = p[k]
+            for k in range(8, N_OUT * 4):
+                momenta[i, k] = 0.0
         theta_e, theta_mu = angles_from_t_kernel(energy, t)  # exact, from the same transverse momentum
         phi_e = phi
         phi_mu = phi + math.pi if phi < math.pi else phi - math.pi
-    if w > 0.0 and not passes_cuts_kernel(cuts, momenta[i, 7], theta_e, theta_mu):
+    if w > 0.0 and not passes_cuts_kernel(cuts, energy_e, theta_e, theta_mu):
         w = 0.0
-    if theta_x != 0.0 or theta_y != 0.0:
+    if full_state and (theta_x != 0.0 or theta_y != 0.0):
         tx, ty = tan_small(theta_x), tan_small(theta_y)
         norm = math.sqrt(1.0 + tx * tx + ty * ty)
         for k in range(N_OUT):
@@ -224,8 +229,9 @@ def elastic_event_kernel(seed, first_event, i, weight_scale, beam_params, beam_p
             momenta[i, 4 * k + 2] = pz
     weight[i] = w
     t_out[i] = t
-    store_beam_and_vertex(i, energy, x0, y0, theta_x, theta_y, z, target, beam_params, beam_out, vertex_out,
-                          target_out)
+    if full_state:
+        store_beam_and_vertex(i, energy, x0, y0, theta_x, theta_y, z, target, beam_params, beam_out, vertex_out,
+                              target_out)
     angles[i, 0] = theta_e
     angles[i, 1] = phi_e
     angles[i, 2] = theta_mu
@@ -238,7 +244,7 @@ def _elastic_chunk(seed, first_event, rows, weight_scale, beam_params, beam_prof
                    cuts, radiation_params, weight, t_out, beam_out, vertex_out, target_out, momenta, angles):
     """`elastic_event_kernel` of events first_event + rows, in parallel."""
     for j in prange(rows.size):
-        elastic_event_kernel(seed, first_event, rows[j], weight_scale, beam_params, beam_profile, target_z,
+        elastic_event_kernel(seed, first_event, rows[j], True, weight_scale, beam_params, beam_profile, target_z,
                              target_thickness, target_cumulative, t_shape, t_cumulative, t_start, t_jacobian,
                              running_shift, running_first, running_table, cuts, radiation_params, weight, t_out,
                              beam_out, vertex_out, target_out, momenta, angles)
@@ -358,7 +364,7 @@ class Generator:
         return weight, t, beam, vertex, target, momenta.reshape(n_events, N_OUT, 4), angles
 
     def elastic_kernel_args(self) -> tuple:
-        """The arguments of `elastic_event_kernel` between `i` and the output arrays: the beam,
+        """The arguments of `elastic_event_kernel` between `full_state` and the output arrays: the beam,
         targets, t sampling, running, cuts and radiation of this generator."""
         table = self.running_table
         return (1.0 / (1.0 - self.pair_probability), self.beam_params, self.beam_profile, self.target_z,
