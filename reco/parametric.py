@@ -637,9 +637,9 @@ def _generated_histogram_kernel(generation_seed, first_event, n_events, generati
         beam, vertex = np.empty((_SUB_BLOCK, 3)), np.empty((_SUB_BLOCK, 3))
         target = np.empty(_SUB_BLOCK, dtype=np.int16)
         momenta = np.empty((_SUB_BLOCK, 4 * N_OUT))
-        angles = np.empty((_SUB_BLOCK, 4))
         event_id = np.empty(_SUB_BLOCK, dtype=np.int64)
         columns = np.empty((4, _SUB_BLOCK))
+        angles = columns.T  # the generator's rows (theta_e, phi_e, theta_mu, phi_mu) land in the columns
         stop = (k + 1) * n_events // n_blocks
         for block in range(k * n_events // n_blocks, stop, _SUB_BLOCK):
             n = min(_SUB_BLOCK, stop - block)
@@ -650,8 +650,6 @@ def _generated_histogram_kernel(generation_seed, first_event, n_events, generati
                                      radiation_params, weight, t, beam, vertex, target, momenta, angles)
             for j in range(n):
                 event_id[j] = first_event + block + j
-                for c in range(4):
-                    columns[c, j] = angles[j, c]
             _histogram_range(seed, event_id, columns[0], columns[2], columns[1], columns[3], weight, 0, n, centres,
                              inv_cell, lookup, width, efficiency, rank_low, rank_inv_cell, rank_table, residuals,
                              calo_terms, neighbours, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts,
