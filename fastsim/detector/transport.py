@@ -413,7 +413,8 @@ class DetectorSimulation:
         vertex_station = np.empty(n, dtype=np.int64)
         exit_state = np.empty((n, _OUTGOING_PER_EVENT, 9))
         L = self.layers
-        _transport(np.uint64(self.seed), event_ids, vertex, beam_direction, truth["beam_energy_gev"],
+        beam_energy = np.ascontiguousarray(truth["beam_energy_gev"])  # a strided one would compile _transport again
+        _transport(np.uint64(self.seed), event_ids, vertex, beam_direction, beam_energy,
                    truth.particle_offsets, truth.particles["pdg"], momenta, L.z_cm, L.thickness_cm, L.x0_cm,
                    L.atomic_number, L.mass_number, L.kind, L.station, L.measure_dir, L.strip_dir, L.normal, L.centre_cm,
                    self.station_first, self.station_last, self.station_x, self._settings_array, cap,
