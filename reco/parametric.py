@@ -650,7 +650,8 @@ def _generated_histogram_kernel(generation_seed, first_event, n_events, generati
                                      radiation_params, weight, t, beam, vertex, target, momenta, angles)
             for j in range(n):
                 event_id[j] = first_event + block + j
-            _histogram_range(seed, event_id, columns[0], columns[2], columns[1], columns[3], weight, np.int64(0), n, centres,
+            start = np.int64(0)  # not a literal 0: `_histogram_kernel`'s compiled version is reused
+            _histogram_range(seed, event_id, columns[0], columns[2], columns[1], columns[3], weight, start, n, centres,
                              inv_cell, lookup, width, efficiency, rank_low, rank_inv_cell, rank_table, residuals,
                              calo_terms, neighbours, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering, cuts,
                              x_edges, x_inv_cell, x_lookup, y_edges, y_inv_cell, y_lookup, sum_w[k], sum_w2[k])

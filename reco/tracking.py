@@ -660,8 +660,9 @@ def fit_stubs(model, station, stubs, stub_hit0, stub_hit1, hit_u, params, zref, 
               n_iterations, cov, ws):
     """`fit_line` on a track's stubs (one per module slot of `station`, -1 for none) with the
     work arrays of the workspace `ws` (`make_workspace`); returns (chi2, ndf). It only unpacks
-    the model and the workspace for `fit_stub_arrays`. (`bool(downstream)`: the callers pass True or
-    False as constants, and numba would compile the fit once for each, 11 s each from a cold cache.)"""
+    the model and the workspace for `fit_stub_arrays`."""
+    # bool(): the callers pass True or False as constants, and a literal argument would make numba
+    # compile the fit once for each value (11 s each from a cold cache)
     return fit_stub_arrays(model.module_geom, model.module_table, model.table_both, model.table_low,
                            model.station_module_first[station], model.station_module_last[station],
                            model.station_x[station], stubs, stub_hit0, stub_hit1, hit_u, params, zref, momentum, mass,
