@@ -86,6 +86,15 @@ def _missing(dtype):
     return -1
 
 
+def _column(name, values, n) -> np.ndarray:
+    """`values` as column `name` of n events: its dtype, and contiguous (a strided column, such as
+    a column of a 2D array, would make numba compile every kernel that reads it a second time)."""
+    values = np.asarray(values, dtype=COLUMNS[name])
+    if values.shape != (n,):
+        raise ValueError(f"RecoEvents: column {name} has shape {values.shape}, expected ({n},)")
+    return np.ascontiguousarray(values)
+
+
 @dataclass
 class RecoEvents:
     """Reconstructed events of one chunk: `columns` maps each name of `COLUMNS` to an array of
@@ -103,10 +112,7 @@ class RecoEvents:
             raise ValueError(f"RecoEvents: unknown columns {unknown}; the columns are those of reco.events.COLUMNS")
         for name, dtype in COLUMNS.items():
             if name in self.columns:
-                values = np.asarray(self.columns[name], dtype=dtype)
-                if values.shape != (n,):
-                    raise ValueError(f"RecoEvents: column {name} has shape {values.shape}, expected ({n},)")
-                self.columns[name] = values
+                self.columns[name] = _column(name, self.columns[name], n)
             else:
                 self.columns[name] = np.full(n, _missing(dtype), dtype=dtype)
 
@@ -124,10 +130,7 @@ class RecoEvents:
     def __setitem__(self, name, values):
         if name not in COLUMNS:
             raise KeyError(f"RecoEvents: unknown column {name!r}")
-        values = np.asarray(values, dtype=COLUMNS[name])
-        if values.shape != (len(self),):
-            raise ValueError(f"RecoEvents: column {name} has shape {values.shape}, expected ({len(self)},)")
-        self.columns[name] = values
+        self.columns[name] = _column(name, values, len(self))
 
     def select(self, mask) -> "RecoEvents":
         """The rows where `mask` is true."""

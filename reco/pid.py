@@ -199,9 +199,9 @@ def calorimeter_terms(events: RecoEvents, settings: PidSettings) -> np.ndarray:
     ``settings.calorimeter``."""
     out = np.zeros(len(events))
     if settings.calorimeter:
-        columns = (np.ascontiguousarray(events[name]) for name in CALORIMETER_COLUMNS)  # one compiled version
-        _calorimeter_terms(*columns, settings.calorimeter_min_energy_gev, settings.calorimeter_resolution_cm,
-                           settings.calorimeter_noise_term_cm_gev, settings.calorimeter_gate_sigmas, out)
+        _calorimeter_terms(*(events[name] for name in CALORIMETER_COLUMNS), settings.calorimeter_min_energy_gev,
+                           settings.calorimeter_resolution_cm, settings.calorimeter_noise_term_cm_gev,
+                           settings.calorimeter_gate_sigmas, out)
         without_cluster = np.isnan(events["calo_energy_gev"])
         out[without_cluster] = np.nan_to_num(events["calo_term"][without_cluster])
     return out

@@ -335,12 +335,10 @@ def reconstruct_details(chunk, geometry: Geometry | TrackingModel,
                             hits.particle_index.astype(np.int64), truth.particle_offsets, truth.particles["pdg"],
                             out_f, out_i, vertex_cov, tracks, track_cov)
     columns = _truth_columns(truth)
-    # contiguous columns: the kernels downstream are compiled for contiguous arrays (the
-    # parametric mode's), a strided column would compile each of them a second time
     for name, k in _FI.items():
-        columns[name] = np.ascontiguousarray(out_f[:, k])
+        columns[name] = out_f[:, k]
     for name, k in _II.items():
-        columns[name] = np.ascontiguousarray(out_i[:, k])
+        columns[name] = out_i[:, k]
     calorimeter = tm.geometry.calorimeter
     energies = getattr(chunk, "calorimeter_energy_gev", None)
     if calorimeter is not None and energies is not None:
