@@ -174,9 +174,10 @@ class Chain:
         self.events_seen = 0
         self._metadata = {"chain": config.data, "config_hash": config.hash, "seed": self.seed}
 
-    def reconstructed(self, first_event: int, n_events: int):
+    def reconstructed(self, first_event: int, n_events: int, transport: bool = True):
         """RecoEvents of events first_event .. first_event + n_events - 1 before the selection,
-        and the simulated chunk (None in parametric mode)."""
+        and the simulated chunk (None in parametric mode). `transport=False` (full mode): the
+        detector without the events' particles (`DetectorSimulation.simulate`)."""
         from reco.parametric import apply as parametric_apply
         from reco.pid import identify
         from reco.reconstruct import reconstruct
@@ -186,15 +187,15 @@ class Chain:
             events = parametric_apply(truth, self.response, self.seed)
             events.metadata.update(self._metadata)
             return events, None
-        simulated = self.simulation.simulate(truth)
+        simulated = self.simulation.simulate(truth, transport)
         events = reconstruct(simulated, self.tracking_model, self.config.reconstruction)
         events.metadata.update(self._metadata)
         return identify(events, self.config.pid), simulated
 
-    def chunk(self, first_event: int, n_events: int):
+    def chunk(self, first_event: int, n_events: int, transport: bool = True):
         """Selected-flagged RecoEvents of events first_event .. first_event + n_events - 1; the
-        cut flow of these events is added to `self.cutflow`."""
-        events, _ = self.reconstructed(first_event, n_events)
+        cut flow of these events is added to `self.cutflow` (`transport`: `reconstructed`)."""
+        events, _ = self.reconstructed(first_event, n_events, transport)
         events = self.config.selection.apply(events, self.nominal_geometry, self.cutflow, self.seed, self.config.pid)
         self.events_seen += len(events)
         return events

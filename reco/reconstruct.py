@@ -54,6 +54,7 @@ from fastsim.detector.geometry import Geometry
 from fastsim.generator.beam import rotate_from_to
 from fastsim.physics.kinematics import angles_from_t_kernel, t_from_theta_e_kernel
 from fastsim.units import ELECTRON_MASS_GEV, MUON_MASS_GEV
+from reco import precompile
 from reco.calorimeter import calorimeter_columns
 from reco.events import RecoEvents
 from reco.kinematic import elastic_fit_columns, hypothesis_energies_kernel
@@ -330,6 +331,7 @@ def reconstruct_details(chunk, geometry: Geometry | TrackingModel,
     tracks = np.full((n, 3, 4), np.nan)
     track_cov = np.full((n, 3, 4, 4), np.nan)
     if n:
+        precompile.wait()  # a background compilation of this kernel, if one was started
         _reconstruct_kernel(tm.model, cfg, settings.vertex.ms_scale, settings.vertex.iterations,
                             tm.max_modules_per_station, stubs.offsets, stubs.module, stubs.hit0, stubs.hit1, hits.u_cm,
                             hits.particle_index.astype(np.int64), truth.particle_offsets, truth.particles["pdg"],

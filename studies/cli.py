@@ -336,9 +336,11 @@ def _configure_simulate(parser):
 def _run_simulate(args):
     from tqdm import tqdm
 
+    from reco import precompile
     from reco.chain import Chain, write_chain
 
     config = chain_config_from_args(args, args.mode, args.calibration)
+    precompile.start(config)
     chain = Chain(config, args.seed)
     with tqdm(total=args.events, unit="ev", desc="simulate", file=sys.stderr, disable=None) as bar:
         summary = write_chain(chain, args.events, args.output, args.chunk_size, progress=bar.update)
@@ -367,9 +369,11 @@ def _configure_calibrate(parser):
 def _run_calibrate(args):
     from tqdm import tqdm
 
+    from reco import precompile
     from reco.chain import calibrate_chain
 
     config = chain_config_from_args(args, mode="full")
+    precompile.start(config)
     with tqdm(total=args.events, unit="ev", desc="calibrate", file=sys.stderr, disable=None) as bar:
         summary = calibrate_chain(config, args.events, args.seed, args.output, args.chunk_size, progress=bar.update,
                                   neighbours=args.neighbours, max_vectors_per_bin=args.max_vectors_per_bin)

@@ -351,6 +351,7 @@ def _campaign_options(scheduler, dask_local, progress, workers=None) -> dict:
 def simulate_templates(study: Study, output_dir, scheduler=None, dask_local=None, progress=None) -> TemplateBundle:
     """Run (or resume) the study's template-sample campaign in output_dir/campaigns and build
     the Template (see the module doc)."""
+    from reco import precompile
     from studies.campaign import Campaign
     from systematics.bias import binning_from_dict, reference_family
     from systematics.templates import Template, TemplateSample
@@ -358,6 +359,8 @@ def simulate_templates(study: Study, output_dir, scheduler=None, dask_local=None
 
     settings = study.settings
     start = time.perf_counter()
+    if settings.workers == 0 and scheduler is None and dask_local is None:
+        precompile.start(study.chain)  # the reconstruction compiles on the second core
     per_shard = -(-settings.events // settings.shards)
     campaign = Campaign(sample_shard, {"chain": study.chain.data, "events": per_shard,
                                        "chunk_size": min(settings.chunk_size, per_shard)},

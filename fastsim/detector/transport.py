@@ -398,7 +398,13 @@ class DetectorSimulation:
         self.material_a = np.concatenate([layers.mass_number, [w @ layers.mass_number[layers.station == s]
                                                                for s, w in enumerate(share)]])
 
-    def simulate(self, truth: TruthEvents) -> SimulatedChunk:
+    def simulate(self, truth: TruthEvents, transport: bool = True) -> SimulatedChunk:
+        """Transport, digitization and stubs of `truth` (and the calorimeter, if any).
+
+        `transport=False` leaves the particles out: no sensor crossing, nothing reaches the
+        calorimeter, and the chunk holds what the detector records without them (noise hits and
+        their stubs, calorimeter noise), for a noise-only sample, or to compile everything
+        downstream of the transport without its kernels (`reco.precompile`)."""
         n = len(truth)
         event_ids = truth["event_id"].astype(np.int64)
         tx, ty = np.tan(truth["beam_theta_x_rad"]), np.tan(truth["beam_theta_y_rad"])
@@ -413,12 +419,16 @@ class DetectorSimulation:
         vertex_station = np.empty(n, dtype=np.int64)
         exit_state = np.empty((n, _OUTGOING_PER_EVENT, 9))
         L = self.layers
-        beam_energy = np.ascontiguousarray(truth["beam_energy_gev"])  # a strided one would compile _transport again
-        _transport(np.uint64(self.seed), event_ids, vertex, beam_direction, beam_energy,
-                   truth.particle_offsets, truth.particles["pdg"], momenta, L.z_cm, L.thickness_cm, L.x0_cm,
-                   L.atomic_number, L.mass_number, L.kind, L.station, L.measure_dir, L.strip_dir, L.normal, L.centre_cm,
-                   self.station_first, self.station_last, self.station_x, self._settings_array, cap,
-                   out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex, vertex_station, exit_state)
+        if transport:
+            beam_energy = np.ascontiguousarray(truth["beam_energy_gev"])  # a strided one would compile _transport again
+            _transport(np.uint64(self.seed), event_ids, vertex, beam_direction, beam_energy,
+                       truth.particle_offsets, truth.particles["pdg"], momenta, L.z_cm, L.thickness_cm, L.x0_cm,
+                       L.atomic_number, L.mass_number, L.kind, L.station, L.measure_dir, L.strip_dir, L.normal,
+                       L.centre_cm, self.station_first, self.station_last, self.station_x, self._settings_array, cap,
+                       out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex, vertex_station, exit_state)
+        else:
+            counts[:] = 0
+            true_vertex[:] = vertex
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         total = int(offsets[-1])
@@ -432,11 +442,12 @@ class DetectorSimulation:
         impacts = energies = None
         if self.calorimeter is not None:
             calo = self.geometry.calorimeter
-            impacts = np.empty((n, _OUTGOING_PER_EVENT, 4))
-            _to_calorimeter(np.uint64(self.seed), event_ids, vertex_station, exit_state, self.lump_front_z,
-                            self.lump_back_z, self.material_x0, self.material_z, self.material_a, self.station_x,
-                            len(L.z_cm), self._settings_array, float(calo.z_cm), float(calo.x_cm), float(calo.y_cm),
-                            impacts)
+            impacts = np.zeros((n, _OUTGOING_PER_EVENT, 4))  # kind IMPACT_NONE without transport
+            if transport:
+                _to_calorimeter(np.uint64(self.seed), event_ids, vertex_station, exit_state, self.lump_front_z,
+                                self.lump_back_z, self.material_x0, self.material_z, self.material_a, self.station_x,
+                                len(L.z_cm), self._settings_array, float(calo.z_cm), float(calo.x_cm),
+                                float(calo.y_cm), impacts)
             energies = self.calorimeter.deposit(self.seed, event_ids, impacts)
         return SimulatedChunk(truth, hits, stubs, crossings, true_vertex, impacts, energies)
 

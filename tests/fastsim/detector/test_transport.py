@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fastsim.detector.digitization import StripHits, expected_resolution_cm
-from fastsim.detector.geometry import Misalignment, load_geometry
+from fastsim.detector.geometry import Geometry, Misalignment, geometry_table, load_geometry
 from fastsim.detector.slab import scatter_through_slab
 from fastsim.detector.stubs import DEFAULT_WINDOW_STRIPS as DEFAULT_WINDOW
 from fastsim.detector.stubs import build_stubs
@@ -254,3 +254,32 @@ def test_zero_weight_trials_outside_the_kinematic_range_leave_no_hits():
     assert unphysical.any()  # the case exists in this sample
     chunk = DetectorSimulation(geometry, seed=3).simulate(truth)
     assert np.all(np.isfinite(chunk.crossings["u_cm"]))
+
+
+def test_simulation_without_transport_keeps_the_noise_only():
+    """transport=False: no crossings and no particle hits; the noise clusters are those of the
+    full simulation (their random numbers do not depend on the particles), the calorimeter
+    receives no particle and reads its noise only."""
+    table = geometry_table("tr2023")
+    for station in table["stations"]:
+        for module in station["modules"]:
+            module["noise_hits_per_event"] = 0.05
+    geometry = Geometry.from_dict(table)
+    truth = Generator(GeneratorConfig(targets=geometry_targets(geometry)), seed=8).chunk(0, 5000)
+    simulation = DetectorSimulation(geometry, seed=8)
+    full, empty = simulation.simulate(truth), simulation.simulate(truth, transport=False)
+    assert len(empty.crossings["u_cm"]) == 0 and empty.hits.is_noise.all()
+    np.testing.assert_array_equal(empty.true_vertex_cm, np.column_stack(
+        [truth["vertex_x_cm"], truth["vertex_y_cm"], truth["vertex_z_cm"]]))
+
+    def noise(hits):
+        event = np.repeat(np.arange(hits.n_events), np.diff(hits.offsets))
+        return sorted(zip(event[hits.is_noise], hits.sensor_id[hits.is_noise], hits.u_cm[hits.is_noise]))
+
+    assert noise(empty.hits) == noise(full.hits)
+    expected = 0.05 * geometry.sensor_count * len(truth)
+    assert abs(len(empty.hits) - expected) < 5 * math.sqrt(expected)
+    assert np.all(empty.calorimeter_impacts[..., 3] == 0)  # IMPACT_NONE
+    noise_gev = geometry.calorimeter.noise_per_crystal_gev
+    assert np.std(empty.calorimeter_energy_gev) == pytest.approx(noise_gev, rel=0.02)
+    assert np.std(full.calorimeter_energy_gev) > 10 * noise_gev

@@ -1,0 +1,104 @@
+"""Compile the reconstruction on the second core while this process compiles the generation and
+the transport.
+
+numba compiles on one core. From a cold cache, the first full-mode chunk of a chain compiles the
+generation and the transport and then the reconstruction, identification and selection, one
+after the other: ~80 s and then ~120 s of a cold `muone study quickstart` on the development
+machine. `start(config)` launches `python -m reco.precompile`, which runs the chain on one event
+without the transport (`Chain.chunk(..., transport=False)`: no generation of hits, so none of
+the transport's kernels) and so compiles the kernels downstream of it into numba's on-disk
+cache. `reconstruct` calls `wait()` before its kernel: this process then loads them from the
+cache instead of compiling them. The `muone` commands that run a full-mode chain in their own
+process (study, simulate, calibrate) call `start`; a script can do the same.
+
+`start` does nothing (returns False) in parametric mode, when numba's on-disk cache already
+holds the reconstruction kernel, when the JIT is disabled, when this process may use only one
+core, or when the environment sets MUONE_PRECOMPILE=0. The background process only fills the
+cache: if it fails or is killed, this process compiles what it needs itself, and `wait` warns
+with the end of the background process's error output.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import warnings
+
+_pending: tuple[subprocess.Popen, object] | None = None  # the background process and its stderr file
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def reconstruction_is_cached() -> bool:
+    """True if numba's on-disk cache holds a compiled reconstruction kernel for these sources."""
+    from reco.reconstruct import _reconstruct_kernel
+
+    cache = getattr(_reconstruct_kernel, "_cache", None)
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    return index is not None and os.path.exists(index)
+
+
+def start(config) -> bool:
+    """Start compiling the kernels of `config` (a reco.chain.ChainConfig) downstream of the
+    transport in a background process; True if one was started (see the module docstring)."""
+    global _pending
+    import numba
+
+    if (_pending is not None or config.mode != "full" or os.environ.get("MUONE_PRECOMPILE", "1") == "0"
+            or numba.config.DISABLE_JIT or _usable_cores() < 2 or reconstruction_is_cached()):
+        return False
+    errors = tempfile.TemporaryFile()
+    process = subprocess.Popen([sys.executable, "-m", "reco.precompile"], stdin=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, stderr=errors)
+    try:
+        process.stdin.write(pickle.dumps(config))
+        process.stdin.close()
+    except OSError:  # the process died at start-up: wait() reports its error output
+        pass
+    _pending = (process, errors)
+    atexit.register(_stop)
+    return True
+
+
+def wait() -> None:
+    """Wait for the background compilation started by `start`, if any (returns at once otherwise)."""
+    global _pending
+    if _pending is None:
+        return
+    process, errors = _pending
+    _pending = None
+    if process.wait() != 0:
+        errors.seek(0)
+        tail = errors.read().decode(errors="replace").strip().splitlines()[-5:]
+        warnings.warn(f"reco.precompile: the background compilation exited with code {process.returncode}; "
+                      "this process compiles the reconstruction itself. Its last output:\n" + "\n".join(tail),
+                      RuntimeWarning, stacklevel=2)
+    errors.close()
+
+
+def _stop():
+    """At exit: stop a background compilation nobody waited for."""
+    if _pending is not None and _pending[0].poll() is None:
+        _pending[0].kill()
+
+
+def compile_chain(config) -> None:
+    """Run `config`'s chain on one event without the transport: compiles (and caches) the
+    digitization, stubs, calorimeter response, reconstruction, identification and selection
+    kernels, and the generation's (the event itself is generated)."""
+    from reco.chain import Chain
+
+    Chain(config, seed=0).chunk(0, 1, transport=False)
+
+
+if __name__ == "__main__":
+    compile_chain(pickle.load(sys.stdin.buffer))
