@@ -3,13 +3,14 @@ the transport.
 
 numba compiles on one core. From a cold cache, the first full-mode chunk of a chain compiles the
 generation and the transport and then the reconstruction, identification and selection, one
-after the other: ~80 s and then ~120 s of a cold `muone study quickstart` on the development
-machine. `start(config)` launches `python -m reco.precompile`, which runs the chain on one event
-without the transport (`Chain.chunk(..., transport=False)`: no generation of hits, so none of
-the transport's kernels) and so compiles the kernels downstream of it into numba's on-disk
-cache. `reconstruct` calls `wait()` before its kernel: this process then loads them from the
-cache instead of compiling them. The `muone` commands that run a full-mode chain in their own
-process (study, simulate, calibrate) call `start`; a script can do the same.
+after the other. `start(config)` launches `python -m reco.precompile`, which runs the chain on
+one event without the transport (`Chain.chunk(..., transport=False)`, so none of the
+transport's kernels) and thereby compiles the kernels downstream of it into numba's on-disk
+cache (121 s alone on the development machine). `reconstruct` calls `wait()` before its kernel:
+this process then loads them from the cache instead of compiling them. A cold `muone study
+quickstart` took 172 s without and 112 s with it there (2 cores, same results). The `muone`
+commands that run a full-mode chain in their own process (study, simulate, calibrate) call
+`start`; a script can do the same.
 
 `start` does nothing (returns False) in parametric mode, when numba's on-disk cache already
 holds the reconstruction kernel, when the JIT is disabled, when this process may use only one
@@ -26,9 +27,11 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 
 _pending: tuple[subprocess.Popen, object] | None = None  # the background process and its stderr file
+_lock = threading.Lock()  # reconstruct may run in several threads
 
 
 def _usable_cores() -> int:
@@ -53,20 +56,23 @@ def start(config) -> bool:
     global _pending
     import numba
 
-    if (_pending is not None or config.mode != "full" or os.environ.get("MUONE_PRECOMPILE", "1") == "0"
-            or numba.config.DISABLE_JIT or _usable_cores() < 2 or reconstruction_is_cached()):
-        return False
-    errors = tempfile.TemporaryFile()
-    process = subprocess.Popen([sys.executable, "-m", "reco.precompile"], stdin=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, stderr=errors)
-    try:
-        process.stdin.write(pickle.dumps(config))
-        process.stdin.close()
-    except OSError:  # the process died at start-up: wait() reports its error output
-        pass
-    _pending = (process, errors)
-    atexit.register(_stop)
-    return True
+    with _lock:
+        if (_pending is not None or config.mode != "full" or os.environ.get("MUONE_PRECOMPILE", "1") == "0"
+                or numba.config.DISABLE_JIT or _usable_cores() < 2 or reconstruction_is_cached()):
+            return False
+        environment = dict(os.environ)
+        if numba.config.CACHE_DIR:  # this process's cache, wherever it was set
+            environment["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+        errors = tempfile.TemporaryFile()
+        process = subprocess.Popen([sys.executable, "-m", "reco.precompile"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, stderr=errors, env=environment)
+        try:
+            process.stdin.write(pickle.dumps(config))
+            process.stdin.close()
+        except OSError:  # the process died at start-up: wait() reports its error output
+            pass
+        _pending = (process, errors)
+        return True
 
 
 def wait() -> None:
@@ -74,17 +80,22 @@ def wait() -> None:
     global _pending
     if _pending is None:
         return
-    process, errors = _pending
-    _pending = None
-    if process.wait() != 0:
+    with _lock:
+        if _pending is None:  # another thread waited for it
+            return
+        process, errors = _pending
+        status = process.wait()
+        _pending = None
+    if status != 0:
         errors.seek(0)
         tail = errors.read().decode(errors="replace").strip().splitlines()[-5:]
-        warnings.warn(f"reco.precompile: the background compilation exited with code {process.returncode}; "
-                      "this process compiles the reconstruction itself. Its last output:\n" + "\n".join(tail),
+        warnings.warn(f"reco.precompile: the background compilation exited with code {status}; this process "
+                      "compiles the reconstruction itself. Its last output:\n" + "\n".join(tail),
                       RuntimeWarning, stacklevel=2)
     errors.close()
 
 
+@atexit.register
 def _stop():
     """At exit: stop a background compilation nobody waited for."""
     if _pending is not None and _pending[0].poll() is None:
