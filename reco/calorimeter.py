@@ -78,8 +78,7 @@ def calorimeter_columns(energies, calorimeter, tracks, track_z_cm) -> dict:
         raise ValueError(f"calorimeter energies of shape {energies.shape} do not match the calorimeter's "
                          f"{c.n_x} x {c.n_y} crystals")
     cluster = np.empty((n, 3))
-    if n:
-        _clusters(energies, c.n_x, c.n_y, float(c.crystal_size_cm), LOG_WEIGHT_W0, cluster)
+    _clusters(energies, c.n_x, c.n_y, float(c.crystal_size_cm), LOG_WEIGHT_W0, cluster)
     columns = {"calo_energy_gev": cluster[:, 0], "calo_x_cm": cluster[:, 1] + c.x_cm, "calo_y_cm": cluster[:, 2] + c.y_cm}
     lever = c.z_cm - np.asarray(track_z_cm, dtype=np.float64)
     for k in (1, 2):

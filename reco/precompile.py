@@ -103,12 +103,12 @@ def _stop():
 
 
 def compile_chain(config) -> None:
-    """Run `config`'s chain on one event without the transport: compiles (and caches) the
-    digitization, stubs, calorimeter response, reconstruction, identification and selection
-    kernels, and the generation's (the event itself is generated)."""
+    """Run `config`'s chain on zero events, without the transport: compiles (and caches) the
+    kernels of the digitization, stubs, calorimeter response, reconstruction, identification and
+    selection, which run on empty chunks too, but not the generation's or the transport's."""
     from reco.chain import Chain
 
-    Chain(config, seed=0).chunk(0, 1, transport=False)
+    Chain(config, seed=0).chunk(0, 0, transport=False)
 
 
 if __name__ == "__main__":

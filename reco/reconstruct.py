@@ -330,12 +330,11 @@ def reconstruct_details(chunk, geometry: Geometry | TrackingModel,
     vertex_cov = np.full((n, 3, 3), np.nan)
     tracks = np.full((n, 3, 4), np.nan)
     track_cov = np.full((n, 3, 4, 4), np.nan)
-    if n:
-        precompile.wait()  # a background compilation of this kernel, if one was started
-        _reconstruct_kernel(tm.model, cfg, settings.vertex.ms_scale, settings.vertex.iterations,
-                            tm.max_modules_per_station, stubs.offsets, stubs.module, stubs.hit0, stubs.hit1, hits.u_cm,
-                            hits.particle_index.astype(np.int64), truth.particle_offsets, truth.particles["pdg"],
-                            out_f, out_i, vertex_cov, tracks, track_cov)
+    precompile.wait()  # a background compilation of this kernel, if one was started
+    _reconstruct_kernel(tm.model, cfg, settings.vertex.ms_scale, settings.vertex.iterations,
+                        tm.max_modules_per_station, stubs.offsets, stubs.module, stubs.hit0, stubs.hit1, hits.u_cm,
+                        hits.particle_index.astype(np.int64), truth.particle_offsets, truth.particles["pdg"],
+                        out_f, out_i, vertex_cov, tracks, track_cov)
     columns = _truth_columns(truth)
     for name, k in _FI.items():
         columns[name] = out_f[:, k]
