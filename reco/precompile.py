@@ -4,13 +4,15 @@ the transport.
 numba compiles on one core. From a cold cache, the first full-mode chunk of a chain compiles the
 generation and the transport and then the reconstruction, identification and selection, one
 after the other. `start(config)` launches `python -m reco.precompile`, which runs the chain on
-one event without the transport (`Chain.chunk(..., transport=False)`, so none of the
-transport's kernels) and thereby compiles the kernels downstream of it into numba's on-disk
-cache (121 s alone on the development machine). `reconstruct` calls `wait()` before its kernel:
-this process then loads them from the cache instead of compiling them. A cold `muone study
-quickstart` took 172 s without and 112 s with it there (2 cores, same results). The `muone`
-commands that run a full-mode chain in their own process (study, simulate, calibrate) call
-`start`; a script can do the same.
+zero events without the transport (`Chain.chunk(0, 0, transport=False)`: the kernels downstream
+of the transport run on empty chunks, the generation's and the transport's are not called) and
+so compiles the kernels downstream of the transport into numba's on-disk cache (112 s on the
+development machine, alone). `reconstruct` calls `wait()` before its kernel: this process then loads
+them from the cache instead of compiling them. A cold `muone study quickstart` there (2 cores)
+reached the reconstruction after 72-91 s, waited 20 s and took 111-131 s in all, against
+172-213 s without the background process; the results are the same. The `muone` commands that
+run a full-mode chain in their own process (study, simulate, calibrate) call `start`; a script
+can do the same.
 
 `start` does nothing (returns False) in parametric mode, when numba's on-disk cache already
 holds the reconstruction kernel, when the JIT is disabled, when this process may use only one
