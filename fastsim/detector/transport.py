@@ -442,12 +442,15 @@ class DetectorSimulation:
         impacts = energies = None
         if self.calorimeter is not None:
             calo = self.geometry.calorimeter
-            impacts = np.zeros((n, _OUTGOING_PER_EVENT, 4))  # kind IMPACT_NONE without transport
+            impacts = np.empty((n, _OUTGOING_PER_EVENT, 4))
             if transport:
                 _to_calorimeter(np.uint64(self.seed), event_ids, vertex_station, exit_state, self.lump_front_z,
                                 self.lump_back_z, self.material_x0, self.material_z, self.material_a, self.station_x,
                                 len(L.z_cm), self._settings_array, float(calo.z_cm), float(calo.x_cm),
                                 float(calo.y_cm), impacts)
+            else:
+                impacts[:] = 0.0
+                impacts[..., 3] = IMPACT_NONE
             energies = self.calorimeter.deposit(self.seed, event_ids, impacts)
         return SimulatedChunk(truth, hits, stubs, crossings, true_vertex, impacts, energies)
 

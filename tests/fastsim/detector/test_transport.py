@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
+from fastsim.detector.calorimeter import IMPACT_NONE
 from fastsim.detector.digitization import StripHits, expected_resolution_cm
 from fastsim.detector.geometry import Geometry, Misalignment, geometry_table, load_geometry
 from fastsim.detector.slab import scatter_through_slab
@@ -279,7 +280,7 @@ def test_simulation_without_transport_keeps_the_noise_only():
     assert noise(empty.hits) == noise(full.hits)
     expected = 0.05 * geometry.sensor_count * len(truth)
     assert abs(len(empty.hits) - expected) < 5 * math.sqrt(expected)
-    assert np.all(empty.calorimeter_impacts[..., 3] == 0)  # IMPACT_NONE
+    assert np.all(empty.calorimeter_impacts[..., 3] == IMPACT_NONE)
     noise_gev = geometry.calorimeter.noise_per_crystal_gev
     assert np.std(empty.calorimeter_energy_gev) == pytest.approx(noise_gev, rel=0.02)
     assert np.std(full.calorimeter_energy_gev) > 10 * noise_gev
