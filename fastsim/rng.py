@@ -7,7 +7,7 @@ regenerated alone. There is no state to carry around and nothing to seed per thr
 What to use when (all are `@njit` scalars, callable from other kernels and inside `prange`):
 
 - `uniform(seed, event, stream, draw)`: one float64 in the open interval (0, 1), safe for log.
-- `normal(seed, event, stream, index)`: one standard normal (Box-Muller).
+- `normal(seed, event, stream, index)`: one standard normal (ziggurat).
 - `fill_uniform(seed, event, stream, out)` / `fill_normal(...)`: draws 0 .. n-1 into `out`,
   one Philox block per 4 uniforms, when a kernel needs several numbers for one event.
 - `random_u64(...)` / `philox4x64(...)`: the raw 64-bit words.
@@ -17,11 +17,14 @@ What to use when (all are `@njit` scalars, callable from other kernels and insid
 Key scheme. The Philox key is (seed, stream) and the counter is (event, draw // 4, 0, 0); the
 draw-th 64-bit number is word draw % 4 of that block. Uniforms take the top 52 bits,
 u = ((x >> 12) + 0.5) * 2**-52, which is exact in float64, never 0 or 1, and symmetric
-(u(~x) = 1 - u(x)). Normal number `index` uses the uniform draws 2*(index // 2) (radius) and
-2*(index // 2) + 1 (angle) of the same stream and returns the cos branch for even and the sin
-branch for odd `index`: normals 2j and 2j + 1 are the Box-Muller pair of uniforms 2j, 2j + 1
-(always in one Philox block). Uniform draw i and normal index i of one stream therefore share
-random bits: within one stream, use either kind for a given range of indices, not both.
+(u(~x) = 1 - u(x)). Normal number `index` is the ziggurat of word `index` (Marsaglia & Tsang,
+J. Stat. Softw. 5 (2000) 8, with 256 layers and the bit layout of numpy's
+`Generator.standard_normal`: 8 bits pick the layer, 1 the sign, 52 the abscissa). One word gives
+the normal with probability 0.9935; the rest (the wedges of the layers and the tail beyond
+r = 3.654) takes further words from the blocks with counter (event, index // 4, attempt,
+index % 4 + 1), attempt = 1, 2, ..., which no uniform uses. Uniform draw i and normal index i of
+one stream share random bits: within one stream, use either kind for a given range of indices,
+not both.
 Stream 0 is reserved for `derive_seed`; named streams are below 1000 and multiple scattering in
 layer l uses stream 1000 + l.
 
@@ -42,7 +45,6 @@ from numba import njit, types
 from numba import prange
 from numba.extending import intrinsic
 
-from fastsim.numerics import sincos_turn
 
 # Stream identifiers: one per use, so that changing one effect never shifts another's numbers.
 STREAM_SEED_DERIVATION = 0  # reserved for derive_seed
@@ -76,6 +78,40 @@ _S12 = np.uint64(12)
 _ZERO = np.uint64(0)
 _ROUNDS = 10
 _TWO_M52 = 2.0**-52
+_ONE = np.uint64(1)
+_S8 = np.uint64(8)
+_S9 = np.uint64(9)
+_LAYER_BITS = np.uint64(0xFF)
+_MANTISSA_BITS = np.uint64(0x000FFFFFFFFFFFFF)
+
+# Ziggurat of the standard normal with 256 layers of equal area under exp(-x^2/2) (Marsaglia &
+# Tsang 2000; the constants of numpy's random/src/distributions/ziggurat_constants.h): the base
+# layer, a box of width v / f(r) holding the tail beyond r, and 255 layers above it.
+ZIGGURAT_R = 3.6541528853610088
+ZIGGURAT_LAYER_AREA = 4.92867323399e-3
+
+
+def _ziggurat_tables():
+    """(k, w, f) of the 256 layers, as Marsaglia & Tsang's setup with 52-bit abscissae: a word's
+    abscissa a < k[i] lies in the part of layer i under the curve, its value is a w[i], and f[i]
+    = exp(-x_i^2 / 2) at the layer's outer edge x_i (f[0] = 1 at the top)."""
+    scale = 2.0**52
+    k, w, f = np.zeros(256, np.int64), np.zeros(256), np.zeros(256)
+    edge = outer = ZIGGURAT_R
+    base_width = ZIGGURAT_LAYER_AREA / math.exp(-0.5 * edge * edge)
+    k[0] = int(edge / base_width * scale)
+    w[0], w[255] = base_width / scale, edge / scale
+    f[0], f[255] = 1.0, math.exp(-0.5 * edge * edge)
+    for i in range(254, 0, -1):
+        edge = math.sqrt(-2.0 * math.log(ZIGGURAT_LAYER_AREA / edge + math.exp(-0.5 * edge * edge)))
+        k[i + 1] = int(edge / outer * scale)
+        outer = edge
+        f[i] = math.exp(-0.5 * edge * edge)
+        w[i] = edge / scale
+    return k, w, f
+
+
+_ZIGGURAT_K, _ZIGGURAT_W, _ZIGGURAT_F = _ziggurat_tables()
 
 
 @intrinsic
@@ -181,39 +217,62 @@ def uniform4(seed, event, stream, block):
     return _to_unit(x0), _to_unit(x1), _to_unit(x2), _to_unit(x3)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _ziggurat_candidate(word):
+    """(layer, abscissa bits, signed value) of a 64-bit word: bits 0-7, bits 9-60, bit 8 the sign."""
+    layer = np.int64(word & _LAYER_BITS)
+    abscissa = np.int64((word >> _S9) & _MANTISSA_BITS)
+    sign = 1.0 - 2.0 * np.float64((word >> _S8) & _ONE)  # no branch: the sign is a coin flip
+    return layer, abscissa, sign * np.float64(abscissa) * _ZIGGURAT_W[layer]
+
+
 @njit(cache=True, nogil=True)
-def _box_muller(x_radius, x_angle, cosine):
-    """Box-Muller (Box & Muller, Ann. Math. Stat. 29 (1958) 610) from two 64-bit words."""
-    radius = math.sqrt(-2.0 * math.log(_to_unit(x_radius)))  # |z| <= 8.5: u >= 2^-53
-    cos_angle, sin_angle = sincos_turn(_to_unit(x_angle))
-    return radius * cos_angle if cosine else radius * sin_angle
+def _ziggurat_rest(value, layer, seed, event, stream, block, word_index):
+    """The ziggurat after a word fell outside its layer's box (0.65 % of the words): the wedge test
+    or the tail (Marsaglia 1964: r + x with x ~ Exp(r) accepted if 2 y > x^2, y ~ Exp(1)), with
+    the words of the blocks (event, block, attempt, word_index + 1), attempt = 1, 2, ..."""
+    attempt = 0
+    while True:
+        attempt += 1
+        x0, x1, x2, _ = philox4x64(np.uint64(event), np.uint64(block), np.uint64(attempt), np.uint64(word_index + 1),
+                                   np.uint64(seed), np.uint64(stream))
+        if layer == 0:
+            x = -math.log(_to_unit(x1)) * (1.0 / ZIGGURAT_R)
+            if -2.0 * math.log(_to_unit(x2)) > x * x:
+                return math.copysign(ZIGGURAT_R + x, value)
+            continue
+        height = _ZIGGURAT_F[layer] + (_ZIGGURAT_F[layer - 1] - _ZIGGURAT_F[layer]) * _to_unit(x1)
+        if height < math.exp(-0.5 * value * value):
+            return value
+        layer, abscissa, value = _ziggurat_candidate(x0)
+        if abscissa < _ZIGGURAT_K[layer]:
+            return value
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ziggurat(word, seed, event, stream, block, word_index):
+    """Standard normal from word `word_index` of Philox block `block` (see the module docstring)."""
+    layer, abscissa, value = _ziggurat_candidate(word)
+    if abscissa < _ZIGGURAT_K[layer]:
+        return value
+    return _ziggurat_rest(value, layer, seed, event, stream, block, word_index)
 
 
 @njit(cache=True, nogil=True)
 def normal4(seed, event, stream, block):
     """Normals 4 block .. 4 block + 3 of (seed, event, stream), equal to `normal` of those
-    indices, from one Philox block and two logarithms."""
+    indices, from one Philox block (and, rarely, more)."""
     x0, x1, x2, x3 = _block(seed, event, stream, block)
-    r0 = math.sqrt(-2.0 * math.log(_to_unit(x0)))
-    c0, s0 = sincos_turn(_to_unit(x1))
-    r1 = math.sqrt(-2.0 * math.log(_to_unit(x2)))
-    c1, s1 = sincos_turn(_to_unit(x3))
-    return r0 * c0, r0 * s0, r1 * c1, r1 * s1
+    return (_ziggurat(x0, seed, event, stream, block, 0), _ziggurat(x1, seed, event, stream, block, 1),
+            _ziggurat(x2, seed, event, stream, block, 2), _ziggurat(x3, seed, event, stream, block, 3))
 
 
 @njit(cache=True, nogil=True)
 def normal(seed, event, stream, index):
-    """Standard normal number `index` of (seed, event, stream).
-
-    Box-Muller on the uniform draws 2*(index // 2) and 2*(index // 2) + 1 of the same stream:
-    the cos branch for even, the sin branch for odd `index`.
-    """
+    """Standard normal number `index` of (seed, event, stream): the ziggurat of its 64-bit word."""
     index = np.uint64(index)
-    x0, x1, x2, x3 = _block(seed, event, stream, index >> np.uint64(2))
-    cosine = (index & np.uint64(1)) == 0
-    if (index & np.uint64(2)) == 0:
-        return _box_muller(x0, x1, cosine)
-    return _box_muller(x2, x3, cosine)
+    word_index = np.int64(index & np.uint64(3))
+    return _ziggurat(random_u64(seed, event, stream, index), seed, event, stream, index >> np.uint64(2), word_index)
 
 
 @njit(cache=True, nogil=True)
@@ -237,15 +296,15 @@ def fill_normal(seed, event, stream, out):
     """Fill out[0 .. n) with the normals 0 .. n-1 of (seed, event, stream), ceil(n/4) blocks."""
     n = out.shape[0]
     for b in range((n + 3) // 4):
-        x0, x1, x2, x3 = _block(seed, event, stream, b)
+        z0, z1, z2, z3 = normal4(seed, event, stream, b)
         i = 4 * b
-        out[i] = _box_muller(x0, x1, True)
+        out[i] = z0
         if i + 1 < n:
-            out[i + 1] = _box_muller(x0, x1, False)
+            out[i + 1] = z1
         if i + 2 < n:
-            out[i + 2] = _box_muller(x2, x3, True)
+            out[i + 2] = z2
         if i + 3 < n:
-            out[i + 3] = _box_muller(x2, x3, False)
+            out[i + 3] = z3
 
 
 @njit(cache=True, nogil=True)

@@ -108,15 +108,56 @@ def test_uniform_is_exact_open_and_symmetric():
         assert u + rng._to_unit(U64(MAX - x)) == 1.0
 
 
-def test_normal_is_box_muller_of_uniform_pairs():
+def test_ziggurat_layers_have_equal_area():
+    # independent of the table construction: every layer of the ziggurat of exp(-x^2/2) must have
+    # the area v, the base layer holding the tail beyond r (mpmath quadrature), and a word's
+    # abscissa below k[i] must land where layer i lies wholly under the curve
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 30
+    r, v = rng.ZIGGURAT_R, rng.ZIGGURAT_LAYER_AREA
+    k, w, f = rng._ZIGGURAT_K, rng._ZIGGURAT_W, rng._ZIGGURAT_F
+    edges = w * 2.0**52  # outer edge x_i of layer i >= 1; w[0] holds the base box's width
+    assert edges[255] == r
+    tail = mpmath.quad(lambda x: mpmath.exp(-x * x / 2), [r, mpmath.inf])
+    assert float(r * mpmath.exp(-r * r / 2) + tail) == pytest.approx(v, rel=1e-10)
+    assert edges[0] * f[255] == pytest.approx(v, rel=1e-13)
+    for i in range(1, 256):
+        assert f[i] == pytest.approx(math.exp(-0.5 * edges[i] ** 2), rel=1e-15)
+        assert edges[i] * (f[i - 1] - f[i]) == pytest.approx(v, rel=1e-9), i
+        inner = edges[i - 1] if i > 1 else 0.0
+        assert k[i] == math.floor(inner / edges[i] * 2.0**52)
+    assert k[0] == math.floor(r / edges[0] * 2.0**52)
+
+
+def test_normal_is_the_ziggurat_of_its_word():
     seed, event, stream = 9, 123, rng.STREAM_BEAM
-    for index in range(9):
-        j = index // 2
-        u1 = rng.uniform(seed, event, stream, 2 * j)
-        u2 = rng.uniform(seed, event, stream, 2 * j + 1)
-        radius = math.sqrt(-2.0 * math.log(u1))
-        branch = math.cos if index % 2 == 0 else math.sin
-        assert rng.normal(seed, event, stream, index) == pytest.approx(radius * branch(2 * math.pi * u2), abs=1e-15)
+    k, w = rng._ZIGGURAT_K, rng._ZIGGURAT_W
+    fast = 0
+    for index in range(400):
+        word = int(rng.random_u64(seed, event, stream, index))
+        layer, sign, abscissa = word & 0xFF, (word >> 8) & 1, (word >> 9) & (2**52 - 1)
+        if abscissa < k[layer]:
+            fast += 1
+            assert rng.normal(seed, event, stream, index) == (-1.0 if sign else 1.0) * abscissa * w[layer]
+    assert 380 <= fast < 400  # 0.65 % of the words go on to the wedge or the tail
+
+
+def test_normal_distribution_in_the_wedges_and_the_tail():
+    # 1e7 normals: the words outside their layer's box (the wedges, the tail beyond r) are about
+    # 65000 of them; chi2 of |z| in 120 bins up to 6 against the exact probabilities, and the
+    # tail counts, each within 5 standard deviations
+    z = np.abs(rng.normal_array(SEED, 0, 2_500_000, rng.STREAM_PAIR, 4).ravel())
+    n = z.size
+    edges = np.concatenate([np.linspace(0.0, 6.0, 121), [np.inf]])
+    observed = np.histogram(z, edges)[0]
+    expected = n * np.diff(2.0 * stats.norm.cdf(edges) - 1.0)
+    dof = edges.size - 2
+    chi2 = np.sum((observed - expected) ** 2 / expected)
+    assert chi2 < dof + 5 * math.sqrt(2 * dof)
+    for cut in (rng.ZIGGURAT_R, 4.0, 4.5):
+        p = 2.0 * stats.norm.sf(cut)
+        assert abs(np.count_nonzero(z > cut) - n * p) < 5 * math.sqrt(n * p), cut
+    assert stats.kstest(z[:1_000_000], stats.halfnorm.cdf).pvalue > 1e-4
 
 
 @pytest.mark.parametrize("n", range(10))

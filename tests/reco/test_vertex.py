@@ -20,8 +20,10 @@ def setup(tr2023_sample):
 
 
 # chi2 of 3 degrees of freedom with probability 1e-6. Without scattering, vertices above come from
-# a wrong track (~1e-3 of the events: two swapped seed lines both confirmed by the stereo views);
-# with scattering also from the tails of the momentum estimates (~1 %).
+# a wrong track (two swapped seed lines both confirmed by the stereo views): 148 of 28331 fitted
+# events of this sample with generator seeds 21-24 and two generations of the normal random
+# numbers, i.e. 0.52 %, so 18 +- 4 of the ~3500 here, at most 1.2 % (5 sigma); with scattering
+# also from the tails of the momentum estimates (~1 %).
 CHI2_NDF3_P1E6 = 30.66
 
 
@@ -47,7 +49,7 @@ def test_vertex_pulls_without_scattering(setup):
     chunk = DetectorSimulation(geometry, SimulationSettings(ms_scale=0.0, bremsstrahlung=False), seed=2).simulate(truth)
     settings = ReconstructionSettings(TrackingSettings(ms_scale=0.0), VertexSettings(ms_scale=0.0))
     events, details = reconstruct_details(chunk, model, settings)
-    pulls, residuals = _pulls(chunk, events, details, max_rejected=0.005)
+    pulls, residuals = _pulls(chunk, events, details, max_rejected=0.012)
     n = len(pulls)
     assert n > 3000
     for a, name in enumerate("xyz"):

@@ -70,9 +70,13 @@ def test_hits_of_clean_events_and_residuals(station_events):
     geometry, truth = station_events
     result = DetectorSimulation(geometry, seed=1).simulate(truth)
     crossings, hits = result.crossings, result.hits
-    # both outgoing particles cross the 12 sensors of the station
-    per_event = np.bincount(crossings["event_id"], minlength=len(truth))
-    assert np.all(per_event == 24)
+    # the muon crosses the 12 sensors of the station, and so does the electron unless it radiated
+    # nearly all its energy in a sensor and then scattered out of the station: 22 electrons in
+    # 1e6 events of this sample (measured), so 0.44 expected here; at most 6 (Poisson, ~5 sigma)
+    per_particle = np.bincount(crossings["event_id"] * 4 + crossings["particle_index"], minlength=4 * len(truth))
+    muon, electron = truth.particles["pdg"][truth.particle_offsets[:-1]] == -13, per_particle[2::4]
+    assert np.all(muon) and np.all(per_particle[1::4] == 12)
+    assert np.all(electron <= 12) and np.count_nonzero(electron < 12) <= 6
     # residuals of single-particle hits against the true crossing, per sensor type
     event_of_hit = np.repeat(np.arange(len(truth)), np.diff(hits.offsets))
     key_hits = event_of_hit * 10_000 + hits.sensor_id * 10 + hits.particle_index
