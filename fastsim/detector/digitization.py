@@ -3,8 +3,11 @@
 What to use when:
 
 - `digitize_hits(seed, first_event, n_events, <crossings>, <per-sensor parameters>)`: the batch
-  entry point used by the transport. It turns sensor crossings into CSR hits (`StripHits`):
+  entry point. It checks its input and turns sensor crossings into CSR hits (`StripHits`):
   cluster of fired strips, efficiency loss and noise clusters, reproducible per event.
+- `SensorParameters.checked(...)` and `digitize_events(...)`: the same in two steps, for the
+  transport, whose crossings are valid by construction: the sensors are checked once, and each
+  chunk's crossings come with their per-event offsets instead of being checked and searched.
 - `digitize_crossing(u_cm, tan_alpha, ...)`: the cluster of one crossing (numba kernel).
 - `expected_resolution_cm(tan_alpha, ...)`: RMS of (measured - true) u for a crossing position
   uniform over a strip, integrated exactly from the same model; reconstruction uses it as hit error.
@@ -534,6 +537,58 @@ def _per_crossing(name, values, n_crossings, dtype):
     return np.ascontiguousarray(array, dtype=dtype)
 
 
+@dataclass(frozen=True, eq=False)
+class SensorParameters:
+    """Per-sensor arrays of the digitization (index = sensor id), checked: pitch and thickness
+    (cm, > 0), strips per sensor (>= 1), hit efficiency in [0, 1], mean noise clusters per event in
+    [0, MAX_NOISE_MEAN], half length of the strips (cm, > 0; inf: not checked here)."""
+
+    pitch_cm: np.ndarray
+    n_strips: np.ndarray
+    thickness_cm: np.ndarray
+    efficiency: np.ndarray
+    noise_mean: np.ndarray
+    half_length_cm: np.ndarray
+
+    @classmethod
+    def checked(cls, *, pitch_cm, n_strips, thickness_cm, efficiency, noise_mean, half_length_cm=None):
+        """The arrays as contiguous numbers; ValueError naming the first bad entry."""
+        pitch = _per_sensor("pitch_cm", pitch_cm, None, np.float64, 0.0, math.inf, low_open=True)
+        n_sensors = pitch.size
+        half_length = (np.full(n_sensors, np.inf) if half_length_cm is None else
+                       _per_sensor("half_length_cm", half_length_cm, n_sensors, np.float64, 0.0, math.inf, low_open=True))
+        return cls(pitch, _per_sensor("n_strips", n_strips, n_sensors, np.int64, 1, 2**31 - 1),
+                   _per_sensor("thickness_cm", thickness_cm, n_sensors, np.float64, 0.0, math.inf, low_open=True),
+                   _per_sensor("efficiency", efficiency, n_sensors, np.float64, 0.0, 1.0),
+                   _per_sensor("noise_mean", noise_mean, n_sensors, np.float64, 0.0, MAX_NOISE_MEAN), half_length)
+
+
+def digitize_events(seed, first_event, crossing_offsets, sensor_id, u_cm, v_cm, tan_alpha, particle_index,
+                    sensors: SensorParameters, threshold_fraction, sigma_diff_cm) -> StripHits:
+    """`digitize_hits` without its checks: the crossings of event first_event + i are rows
+    crossing_offsets[i] .. crossing_offsets[i + 1] - 1 of the contiguous crossing arrays
+    (finite, sensor ids and particle indices in range), `seed` a valid uint64, the charge model
+    checked by the caller (`fastsim.detector.transport.SimulationSettings`)."""
+    n_events = crossing_offsets.size - 1
+    n_crossings = u_cm.size
+    cluster_first = np.empty(n_crossings, np.int64)
+    cluster_size = np.empty(n_crossings, np.int64)
+    counts = np.empty(n_events, np.int64)
+    threshold, sigma = float(threshold_fraction), float(sigma_diff_cm)
+    _digitize_pass(seed, first_event, crossing_offsets, sensor_id, u_cm, v_cm, tan_alpha, particle_index,
+                   sensors.pitch_cm, sensors.n_strips, sensors.thickness_cm, sensors.half_length_cm, sensors.efficiency,
+                   sensors.noise_mean, threshold, sigma, cluster_first, cluster_size, counts)
+    offsets = np.zeros(n_events + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    n_hits = int(offsets[-1])
+    out = StripHits(first_event, offsets, np.empty(n_hits, np.int32), np.empty(n_hits), np.empty(n_hits, np.int32),
+                    np.empty(n_hits, np.int32), np.empty(n_hits, np.bool_), np.empty(n_hits, np.int64))
+    _fill_pass(seed, first_event, crossing_offsets, sensor_id, particle_index, sensors.pitch_cm, sensors.n_strips,
+               sensors.noise_mean, cluster_first, cluster_size, offsets, out.sensor_id, out.u_cm, out.cluster_size,
+               out.first_strip, out.is_noise, out.particle_index)
+    return out
+
+
 def digitize_hits(seed, first_event, n_events, event_index, sensor_id, u_cm, tan_alpha, particle_index, *,
                   pitch_cm, n_strips, thickness_cm, efficiency, noise_mean,
                   threshold_fraction=DEFAULT_THRESHOLD_FRACTION, sigma_diff_cm=DEFAULT_SIGMA_DIFF_CM,
@@ -583,29 +638,21 @@ def digitize_hits(seed, first_event, n_events, event_index, sensor_id, u_cm, tan
     if first_event + n_events > 2**63:
         raise ValueError(f"first_event + n_events must be <= 2**63, got {first_event} + {n_events}")
     _check_sensor_scalars(1.0, 1.0, threshold_fraction, sigma_diff_cm)
-    pitch = _per_sensor("pitch_cm", pitch_cm, None, np.float64, 0.0, math.inf, low_open=True)
-    n_sensors = pitch.size
-    strips = _per_sensor("n_strips", n_strips, n_sensors, np.int64, 1, 2**31 - 1)
-    thickness = _per_sensor("thickness_cm", thickness_cm, n_sensors, np.float64, 0.0, math.inf, low_open=True)
-    eff = _per_sensor("efficiency", efficiency, n_sensors, np.float64, 0.0, 1.0)
-    noise = _per_sensor("noise_mean", noise_mean, n_sensors, np.float64, 0.0, MAX_NOISE_MEAN)
+    if (v_cm is None) != (half_length_cm is None):
+        raise ValueError(f"v_cm and half_length_cm go together; got v_cm {'None' if v_cm is None else 'given'}, "
+                         f"half_length_cm {'None' if half_length_cm is None else 'given'}")
+    sensors = SensorParameters.checked(pitch_cm=pitch_cm, n_strips=n_strips, thickness_cm=thickness_cm,
+                                       efficiency=efficiency, noise_mean=noise_mean, half_length_cm=half_length_cm)
+    n_sensors = sensors.pitch_cm.size
 
     events = np.asarray(event_index)
     n_crossings = events.size
     events = _per_crossing("event_index", events, n_crossings, np.int64)
-    sensors = _per_crossing("sensor_id", sensor_id, n_crossings, np.int64)
+    sensor_ids = _per_crossing("sensor_id", sensor_id, n_crossings, np.int64)
     u = _per_crossing("u_cm", u_cm, n_crossings, np.float64)
     slope = _per_crossing("tan_alpha", tan_alpha, n_crossings, np.float64)
     particles = _per_crossing("particle_index", particle_index, n_crossings, np.int64)
-    if (v_cm is None) != (half_length_cm is None):
-        raise ValueError(f"v_cm and half_length_cm go together; got v_cm {'None' if v_cm is None else 'given'}, "
-                         f"half_length_cm {'None' if half_length_cm is None else 'given'}")
-    if v_cm is None:
-        v = np.zeros(n_crossings)
-        half_length = np.full(n_sensors, np.inf)
-    else:
-        v = _per_crossing("v_cm", v_cm, n_crossings, np.float64)
-        half_length = _per_sensor("half_length_cm", half_length_cm, n_sensors, np.float64, 0.0, math.inf, low_open=True)
+    v = np.zeros(n_crossings) if v_cm is None else _per_crossing("v_cm", v_cm, n_crossings, np.float64)
     for name, array in (("u_cm", u), ("tan_alpha", slope), ("v_cm", v)):
         bad = np.flatnonzero(~np.isfinite(array))
         if bad.size:
@@ -617,24 +664,11 @@ def digitize_hits(seed, first_event, n_events, event_index, sensor_id, u_cm, tan
         if events[0] < first_event or events[-1] >= first_event + n_events:
             raise ValueError(f"event_index must lie in [{first_event}, {first_event + n_events}), "
                              f"got {events[0]} .. {events[-1]}")
-        for name, array, high in (("sensor_id", sensors, n_sensors), ("particle_index", particles, _MAX_PARTICLE)):
+        for name, array, high in (("sensor_id", sensor_ids, n_sensors), ("particle_index", particles, _MAX_PARTICLE)):
             bad = np.flatnonzero((array < 0) | (array >= high))
             if bad.size:
                 raise ValueError(f"{name}[{bad[0]}] = {array[bad[0]]} is outside the allowed range [0, {high})")
 
     crossing_offsets = np.searchsorted(events, first_event + np.arange(n_events + 1, dtype=np.int64)).astype(np.int64)
-    cluster_first = np.empty(n_crossings, np.int64)
-    cluster_size = np.empty(n_crossings, np.int64)
-    counts = np.empty(n_events, np.int64)
-    threshold, sigma = float(threshold_fraction), float(sigma_diff_cm)
-    _digitize_pass(seed, first_event, crossing_offsets, sensors, u, v, slope, particles, pitch, strips, thickness,
-                   half_length, eff, noise, threshold, sigma, cluster_first, cluster_size, counts)
-    offsets = np.zeros(n_events + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    n_hits = int(offsets[-1])
-    out = StripHits(first_event, offsets, np.empty(n_hits, np.int32), np.empty(n_hits), np.empty(n_hits, np.int32),
-                    np.empty(n_hits, np.int32), np.empty(n_hits, np.bool_), np.empty(n_hits, np.int64))
-    _fill_pass(seed, first_event, crossing_offsets, sensors, particles, pitch, strips, noise, cluster_first,
-               cluster_size, offsets, out.sensor_id, out.u_cm, out.cluster_size, out.first_strip, out.is_noise,
-               out.particle_index)
-    return out
+    return digitize_events(seed, first_event, crossing_offsets, sensor_ids, u, v, slope, particles, sensors,
+                           threshold_fraction, sigma_diff_cm)

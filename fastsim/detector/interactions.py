@@ -11,6 +11,8 @@ What to use when (all `@njit(cache=True, nogil=True)` scalar kernels):
   projected scattering angle. Call it ONCE for the total thickness of a scatterer (a whole target,
   or the two sensors of a module if they are treated as one scatterer), never per sub-layer with
   the results added in quadrature: the logarithm makes that 6-8 % too low for MUonE's layers.
+  `highland_share_theta0_rad` is the share of one layer of a scatterer, the same formula with
+  the scatterer's logarithm passed in (the transport's per-layer form).
 - `scatter_gaussian(theta0, thickness_cm, z1, z2, z3, z4)`: Gaussian multiple scattering, plane
   angles and the correlated position offsets at the exit of the slab (PDG).
 - `scatter_mixture(...)`: the same Gaussian core plus a single-scattering (Rutherford) tail
@@ -18,7 +20,8 @@ What to use when (all `@njit(cache=True, nogil=True)` scalar kernels):
   tails matter (they do at the 1e-5 level of MUonE).
 - `deflect(dx, dy, dz, dtheta_x, dtheta_y)`: apply two plane angles to a direction, exactly.
 - `sample_bethe_heitler(seed, event, stream, draw_start, thickness_over_x0)`: electron
-  bremsstrahlung, the surviving energy fraction after a slab.
+  bremsstrahlung, the surviving energy fraction after a slab (`sample_bethe_heitler_log`: its
+  -ln, from the same draws).
 - `electron_slab(...)`: bremsstrahlung then multiple scattering for an electron in one slab.
 
 The multiple-scattering scale factor (a systematic knob) is applied by the caller as a multiplier
@@ -113,6 +116,29 @@ def highland_theta0_rad(momentum_gev, beta, charge, thickness_over_x0):
     log_term = math.log(thickness_over_x0 * z2 / (beta * beta))
     return (HIGHLAND_SCALE_GEV / (beta * momentum_gev) * math.sqrt(z2 * thickness_over_x0)
             * (1.0 + HIGHLAND_LOG_COEFFICIENT * log_term))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def highland_share_theta0_rad(momentum_gev, energy_gev, mass_gev, thickness_over_x0, log_total_over_x0):
+    """Width of the projected angle in one layer that is part of a scatterer, unit charge, in rad.
+
+    Equal to highland_theta0_rad(p, beta, 1, X) sqrt(x / X): the Highland width of the whole
+    scatterer (x/X0 = X in all, with its logarithm) shared among its layers in proportion to
+    their x/X0 (`fastsim.detector.transport`). Written as
+    13.6 MeV E / p^2 sqrt(x) (1 + 0.038 (ln X + ln(1 / beta^2))), with ln X passed in (it is the
+    same for every crossing of the scatterer) and ln(1 / beta^2) = log1p(m^2 / p^2), by its series
+    below m^2 / p^2 = 1e-3 (truncation below 1e-16): one square root and, for p > 32 m, no
+    logarithm, where the per-layer transport spends its time.
+
+    Parameters: momentum p and energy E (GeV), mass m (GeV), the layer's x/X0 (> 0) and ln X.
+    """
+    y = (mass_gev / momentum_gev) ** 2
+    if y < 1e-3:
+        log_inverse_beta2 = y * (1.0 - y * (0.5 - y * (1.0 / 3.0 - 0.25 * y)))
+    else:
+        log_inverse_beta2 = math.log1p(y)
+    return (HIGHLAND_SCALE_GEV * energy_gev / (momentum_gev * momentum_gev) * math.sqrt(thickness_over_x0)
+            * (1.0 + HIGHLAND_LOG_COEFFICIENT * (log_total_over_x0 + log_inverse_beta2)))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -436,10 +462,17 @@ def sample_bethe_heitler(seed, event, stream, draw_start, thickness_over_x0):
     simulated. For b t << 1 most losses are below the float64 resolution of z: z == 1.0 for
     -ln z < 1.1e-16, which happens for 59 % of the electrons at t = 0.01.
     """
+    log_loss, n = sample_bethe_heitler_log(seed, event, stream, draw_start, thickness_over_x0)
+    return math.exp(-log_loss), n
+
+
+@njit(cache=True, nogil=True)
+def sample_bethe_heitler_log(seed, event, stream, draw_start, thickness_over_x0):
+    """-ln z of `sample_bethe_heitler` (the same draws): the Gamma(b t) variate itself, for a
+    caller that needs the logarithm of the energy ratio too. Returns (-ln z, draws_used)."""
     if thickness_over_x0 <= 0.0:
-        return 1.0, np.int64(0)
-    y, n = sample_gamma(seed, event, stream, draw_start, BETHE_HEITLER_B * thickness_over_x0)
-    return math.exp(-y), n
+        return 0.0, np.int64(0)
+    return sample_gamma(seed, event, stream, draw_start, BETHE_HEITLER_B * thickness_over_x0)
 
 
 @njit(cache=True, nogil=True)

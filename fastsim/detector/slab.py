@@ -41,7 +41,7 @@ def _slab(seed, n, is_electron, mass, energy, thickness, x0, atomic_number, mass
         direction = np.zeros(3)
         direction[2] = 1.0
         e_out = material_step(seed, i, 0, 0, is_electron, energy, mass, thickness, position, direction, settings,
-                          x0_array, z_array, a_array, thickness / x0)
+                              x0_array, z_array, a_array, thickness / x0, math.log(thickness / x0))
         out[i, 0] = math.atan2(direction[0], direction[2])
         out[i, 1] = math.atan2(direction[1], direction[2])
         out[i, 2] = position[0]

@@ -45,14 +45,20 @@ from numba import njit, prange
 from fastsim import rng
 from fastsim.config import check_choice, check_range
 from fastsim.detector.calorimeter import IMPACT_MUON, IMPACT_NONE, IMPACT_SHOWER, CalorimeterResponse
-from fastsim.detector.digitization import DEFAULT_SIGMA_DIFF_CM, DEFAULT_THRESHOLD_FRACTION, StripHits, digitize_hits
+from fastsim.detector.digitization import (
+    DEFAULT_SIGMA_DIFF_CM,
+    DEFAULT_THRESHOLD_FRACTION,
+    SensorParameters,
+    StripHits,
+    digitize_events,
+)
 from fastsim.detector.geometry import KIND_SENSOR, KIND_TARGET, Geometry
 from fastsim.detector.stubs import DEFAULT_WINDOW_STRIPS, ModuleMap, Stubs, build_stubs
 from fastsim.detector.interactions import (
     deflect,
-    highland_theta0_rad,
+    highland_share_theta0_rad,
     nuclear_cutoff_rad,
-    sample_bethe_heitler,
+    sample_bethe_heitler_log,
     scatter_gaussian,
     scatter_mixture,
 )
@@ -103,21 +109,20 @@ def geometry_targets(geometry: Geometry) -> tuple[Target, ...]:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _scatter(seed, event, layer, particle, path_cm, x0_cm, atomic_number, mass_number, x_station, momentum, mass,
-             ms_scale, mixture, direction, position):
-    """Multiple scattering of one particle in one layer: deflects `direction` and shifts
+def _scatter(seed, event, layer, particle, path_cm, x0_cm, atomic_number, mass_number, x_station, log_x_station,
+             momentum, energy, mass, ms_scale, mixture, direction, position):
+    """Multiple scattering of one particle (momentum and energy in GeV) in one layer of a
+    scatterer of x/X0 = x_station (and its logarithm): deflects `direction` and shifts
     `position` in place (see the module docstring for the width)."""
     if path_cm <= 0.0 or x_station <= 0.0 or ms_scale == 0.0:
         return
-    energy = math.sqrt(momentum * momentum + mass * mass)
-    beta = momentum / energy
-    x_layer = path_cm / x0_cm
-    theta0 = ms_scale * highland_theta0_rad(momentum, beta, 1.0, x_station) * math.sqrt(x_layer / x_station)
+    theta0 = ms_scale * highland_share_theta0_rad(momentum, energy, mass, path_cm / x0_cm, log_x_station)
     stream = rng.multiple_scattering_stream(layer)
     z1, z2, z3, z4 = rng.normal4(seed, event, stream, particle)
     if mixture:
         u1, u2, u3, u4 = rng.uniform4(seed, event, stream, _PARTICLES_PER_EVENT + particle)
         # the tail rate takes the whole scatterer's x/X0 (it enters Highland's logarithm)
+        beta = momentum / energy
         dtx, dty, dx, dy = scatter_mixture(theta0, path_cm, x_station, beta, 1.0, atomic_number,
                                            nuclear_cutoff_rad(momentum, mass_number), u1, u2, u3, u4, z1, z2, z3, z4)
     else:
@@ -138,7 +143,7 @@ def _step_to_z(position, direction, z):
 @njit(cache=True, nogil=True, inline="always")
 def _cross_layer(seed, event, layer, particle, is_electron, energy, mass, position, direction, settings,
                  layer_z, thickness, x0, atomic_number, mass_number, kind, measure, strip, normal, centre, x_station,
-                 record, out_u, out_v, out_tan, out_layer, out_particle, count):
+                 log_x_station, record, out_u, out_v, out_tan, out_layer, out_particle, count):
     """Move one particle through `layer` (a whole target or a sensor); returns (energy, count)."""
     if kind[layer] == KIND_SENSOR:
         n0, n1, n2 = normal[layer, 0], normal[layer, 1], normal[layer, 2]
@@ -163,33 +168,39 @@ def _cross_layer(seed, event, layer, particle, is_electron, energy, mass, positi
         _step_to_z(position, direction, layer_z[layer] + 0.5 * thickness[layer])
         path = thickness[layer] / direction[2]
     return material_step(seed, event, layer, particle, is_electron, energy, mass, path, position, direction, settings,
-                     x0, atomic_number, mass_number, x_station), count
+                         x0, atomic_number, mass_number, x_station, log_x_station), count
 
 
 @njit(cache=True, nogil=True, inline="always")
 def material_step(seed, event, layer, particle, is_electron, energy, mass, path, position, direction, settings,
-                  x0, atomic_number, mass_number, x_station):
-    """Bremsstrahlung (electrons) and multiple scattering over `path` cm of `layer`; returns the
-    exit energy. An electron scatters with the momentum p_eff = p_in sqrt(2 tau / (e^(2 tau) - 1)),
-    tau = ln(E_in / E_out): the mean of 1/p^2 along the path for an exponential energy loss."""
+                  x0, atomic_number, mass_number, x_station, log_x_station):
+    """Bremsstrahlung (electrons) and multiple scattering over `path` cm of `layer`, part of a
+    scatterer of x/X0 = x_station (log_x_station its logarithm); returns the exit energy. An
+    electron scatters with the momentum p_eff = p_in sqrt(2 tau / (e^(2 tau) - 1)), tau =
+    ln(E_in / E_out): the mean of 1/p^2 along the path for an exponential energy loss."""
     momentum = math.sqrt(energy * energy - mass * mass)
+    scatter_energy = energy
     if is_electron and settings[2] != 0.0:
-        fraction, _ = sample_bethe_heitler(seed, event, rng.bremsstrahlung_stream(layer), particle << 20, path / x0[layer])
+        tau, _ = sample_bethe_heitler_log(seed, event, rng.bremsstrahlung_stream(layer), particle << 20, path / x0[layer])
+        fraction = math.exp(-tau)
         if fraction < 1.0:  # most crossings of a thin layer lose less than the float64 resolution
-            exit_energy = max(energy * fraction, mass * (1.0 + 1e-9))
-            tau = math.log(energy / exit_energy)
+            exit_energy = energy * fraction
+            if exit_energy <= mass * (1.0 + 1e-9):  # stopped: the loss is what the electron had
+                exit_energy = mass * (1.0 + 1e-9)
+                tau = math.log(energy / exit_energy)
             if tau > 0.0:
                 momentum *= math.sqrt(2.0 * tau / math.expm1(2.0 * tau))
+                scatter_energy = math.sqrt(momentum * momentum + mass * mass)
             energy = exit_energy
     _scatter(seed, event, layer, particle, path, x0[layer], atomic_number[layer], mass_number[layer], x_station,
-             momentum, mass, settings[0], settings[1] != 0.0, direction, position)
+             log_x_station, momentum, scatter_energy, mass, settings[0], settings[1] != 0.0, direction, position)
     return energy
 
 
 @njit(parallel=True, cache=True)
 def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, pdg, momenta,
                layer_z, thickness, x0, atomic_number, mass_number, kind, station, measure, strip, normal, centre,
-               station_first, station_last, station_x, settings, capacity,
+               station_first, station_last, station_x, station_log_x, settings, capacity,
                out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex, vertex_station, exit_state):
     for i in prange(event_ids.size):
         event = event_ids[i]
@@ -222,13 +233,13 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
         for layer in range(first, target):
             energy, count = _cross_layer(seed, event, layer, 0, False, energy, MUON_MASS_GEV, position, direction,
                                          settings, layer_z, thickness, x0, atomic_number, mass_number, kind, measure,
-                                         strip, normal, centre, station_x[station[layer]], count < capacity, u_row, v_row, tan_row,
-                                         layer_row, particle_row, count)
+                                         strip, normal, centre, station_x[station[layer]], station_log_x[station[layer]],
+                                         count < capacity, u_row, v_row, tan_row, layer_row, particle_row, count)
         front = layer_z[target] - 0.5 * thickness[target]
         _step_to_z(position, direction, front)
         depth = (z_v - front) / direction[2]
         material_step(seed, event, target, 0, False, energy, MUON_MASS_GEV, depth, position, direction, settings,
-                  x0, atomic_number, mass_number, station_x[s_v])
+                      x0, atomic_number, mass_number, station_x[s_v], station_log_x[s_v])
         _step_to_z(position, direction, z_v)
         true_vertex[i, 0], true_vertex[i, 1], true_vertex[i, 2] = position[0], position[1], z_v
         # outgoing particles, rotated by the incoming muon's deflection
@@ -258,15 +269,16 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
                 continue
             path = (back - z_v) / d[2]
             e_k = material_step(seed, event, target, particle, code == PDG_ELECTRON, e_out, mass, path, r, d, settings,
-                            x0, atomic_number, mass_number, station_x[s_v])
+                                x0, atomic_number, mass_number, station_x[s_v], station_log_x[s_v])
             _step_to_z(r, d, back)
             for layer in range(target + 1, last + 1):
                 if d[2] <= 0.0:
                     break
                 e_k, count = _cross_layer(seed, event, layer, particle, code == PDG_ELECTRON, e_k, mass, r, d,
                                           settings, layer_z, thickness, x0, atomic_number, mass_number, kind, measure,
-                                          strip, normal, centre, station_x[station[layer]], count < capacity, u_row, v_row,
-                                          tan_row, layer_row, particle_row, count)
+                                          strip, normal, centre, station_x[station[layer]],
+                                          station_log_x[station[layer]], count < capacity, u_row, v_row, tan_row,
+                                          layer_row, particle_row, count)
             if slot < exit_state.shape[1] and d[2] > 0.0:
                 _store_state(exit_state[i, slot], r, d, e_out, e_k, code)
         counts[i] = count
@@ -285,7 +297,7 @@ def _store_state(row, position, direction, energy_at_vertex, energy, code):
 
 @njit(parallel=True, cache=True)
 def _to_calorimeter(seed, event_ids, vertex_station, exit_state, lump_front_z, lump_back_z, x0, atomic_number,
-                    mass_number, station_x, n_layers, settings, calo_z, calo_x, calo_y, impacts):
+                    mass_number, station_x, station_log_x, n_layers, settings, calo_z, calo_x, calo_y, impacts):
     """Carry the outgoing particles from the end of the vertex station to the calorimeter's front
     face: each downstream station is one scatterer (its whole x/X0 spread over its length, pseudo-
     layer n_layers + station for the random streams and the material arrays). Fills impacts[i, j]
@@ -311,7 +323,7 @@ def _to_calorimeter(seed, event_ids, vertex_station, exit_state, lump_front_z, l
                     _step_to_z(r, d, lump_front_z[st])
                     energy = material_step(seed, event, n_layers + st, 1 + j, code == PDG_ELECTRON, energy, mass,
                                            (lump_back_z[st] - lump_front_z[st]) / d[2], r, d, settings, x0,
-                                           atomic_number, mass_number, station_x[st])
+                                           atomic_number, mass_number, station_x[st], station_log_x[st])
                     _step_to_z(r, d, lump_back_z[st])
                     if d[2] <= 0.0:
                         break
@@ -373,6 +385,7 @@ class DetectorSimulation:
         self.station_first = np.array([np.flatnonzero(layers.station == s).min() for s in range(n_stations)])
         self.station_last = np.array([np.flatnonzero(layers.station == s).max() for s in range(n_stations)])
         self.station_x = np.array([layers.x_over_x0[layers.station == s].sum() for s in range(n_stations)])
+        self.station_log_x = np.log(np.where(self.station_x > 0.0, self.station_x, 1.0))  # unused where x = 0
         sensors = np.flatnonzero(layers.kind == KIND_SENSOR)
         self.sensor_layers = sensors
         self.sensor_of_layer = np.full(len(layers.z_cm), -1, dtype=np.int64)
@@ -383,6 +396,10 @@ class DetectorSimulation:
         )
         self.capacity = _PARTICLES_PER_EVENT * per_two_stations
         self.modules = ModuleMap.from_layers(layers)
+        self.sensor_parameters = SensorParameters.checked(
+            pitch_cm=layers.pitch_cm[sensors], n_strips=layers.n_strips[sensors],
+            thickness_cm=layers.thickness_cm[sensors], efficiency=layers.efficiency[sensors],
+            noise_mean=layers.noise_hits_per_event[sensors], half_length_cm=0.5 * layers.active_length_cm[sensors])
         self._settings_array = settings.kernel_array()
         self._scratch = threading.local()
         self.calorimeter = None if geometry.calorimeter is None else CalorimeterResponse(geometry.calorimeter)
@@ -424,7 +441,7 @@ class DetectorSimulation:
             _transport(np.uint64(self.seed), event_ids, vertex, beam_direction, beam_energy,
                        truth.particle_offsets, truth.particles["pdg"], momenta, L.z_cm, L.thickness_cm, L.x0_cm,
                        L.atomic_number, L.mass_number, L.kind, L.station, L.measure_dir, L.strip_dir, L.normal,
-                       L.centre_cm, self.station_first, self.station_last, self.station_x, self._settings_array, cap,
+                       L.centre_cm, self.station_first, self.station_last, self.station_x, self.station_log_x, self._settings_array, cap,
                        out_u, out_v, out_tan, out_layer, out_particle, counts, true_vertex, vertex_station, exit_state)
         else:
             counts[:] = 0
@@ -437,7 +454,7 @@ class DetectorSimulation:
                      "tan_alpha": np.empty(total), "particle_index": np.empty(total, np.int64)}
         _compact_crossings(counts, offsets, event_ids, self.sensor_of_layer, out_u, out_v, out_tan, out_layer,
                            out_particle, *crossings.values())
-        hits = self._digitize(truth, crossings)
+        hits = self._digitize(truth, offsets, crossings)
         stubs = build_stubs(hits, self.modules, self.settings.stub_window_strips)
         impacts = energies = None
         if self.calorimeter is not None:
@@ -446,7 +463,7 @@ class DetectorSimulation:
             if transport:
                 _to_calorimeter(np.uint64(self.seed), event_ids, vertex_station, exit_state, self.lump_front_z,
                                 self.lump_back_z, self.material_x0, self.material_z, self.material_a, self.station_x,
-                                len(L.z_cm), self._settings_array, float(calo.z_cm), float(calo.x_cm),
+                                self.station_log_x, len(L.z_cm), self._settings_array, float(calo.z_cm), float(calo.x_cm),
                                 float(calo.y_cm), impacts)
             else:
                 impacts[:] = 0.0
@@ -475,17 +492,13 @@ class DetectorSimulation:
         self.__dict__.update(state)
         self._scratch = threading.local()
 
-    def _digitize(self, truth, crossings) -> StripHits:
-        L, sensors = self.layers, self.sensor_layers
+    def _digitize(self, truth, crossing_offsets, crossings) -> StripHits:
         event_ids = truth["event_id"]
         first = int(event_ids[0]) if len(truth) else 0
         if len(truth) and not np.array_equal(event_ids, np.arange(first, first + len(truth))):
             raise ValueError("simulate: the truth chunk must hold consecutive event ids")
-        return digitize_hits(
-            self.seed, first, len(truth), crossings["event_id"], crossings["sensor_id"], crossings["u_cm"],
-            crossings["tan_alpha"], crossings["particle_index"], pitch_cm=L.pitch_cm[sensors],
-            n_strips=L.n_strips[sensors], thickness_cm=L.thickness_cm[sensors], efficiency=L.efficiency[sensors],
-            noise_mean=L.noise_hits_per_event[sensors], v_cm=crossings["v_cm"],
-            half_length_cm=0.5 * L.active_length_cm[sensors], threshold_fraction=self.settings.threshold_fraction,
-            sigma_diff_cm=self.settings.diffusion_sigma_cm,
+        return digitize_events(
+            np.uint64(self.seed), first, crossing_offsets, crossings["sensor_id"], crossings["u_cm"],
+            crossings["v_cm"], crossings["tan_alpha"], crossings["particle_index"], self.sensor_parameters,
+            self.settings.threshold_fraction, self.settings.diffusion_sigma_cm,
         )

@@ -68,6 +68,17 @@ def test_highland_materials_module_consistent():
         assert material(name).radiation_length_cm == pytest.approx(x0, rel=2e-3)
 
 
+@pytest.mark.parametrize("mass_gev", [ELECTRON_MASS_GEV, MUON_MASS_GEV])
+@pytest.mark.parametrize("p_gev", [0.02, 0.5, 1.0, 3.3, 10.0, 160.0])
+def test_highland_share_is_the_layers_part_of_the_scatterers_width(p_gev, mass_gev):
+    """theta0_H(X) sqrt(x / X) in the transport's form, on both sides of its series switch."""
+    energy = math.hypot(p_gev, mass_gev)
+    for x, total in [(0.0034, 0.0034), (0.0034, 0.12), (0.086, 0.13), (0.5, 2.0)]:
+        expected = mi.highland_theta0_rad(p_gev, p_gev / energy, 1.0, total) * math.sqrt(x / total)
+        share = mi.highland_share_theta0_rad(p_gev, energy, mass_gev, x, math.log(total))
+        assert share == pytest.approx(expected, rel=2e-15)
+
+
 def test_highland_total_thickness_is_not_quadrature_sum():
     """Applied once to the total: 10 thin layers added in quadrature are several % low."""
     p, beta, t = 160.0, _beta(160.0, MUON_MASS_GEV), 0.0068
@@ -437,6 +448,15 @@ def test_bethe_heitler_reproducible_and_counter_based():
     assert -math.log(u) >= p ** (1 / shape)
     assert fraction == pytest.approx(math.exp(-(p ** (1 / shape))), rel=1e-14)
     assert mi.sample_bethe_heitler(seed, np.uint64(5), stream, 0, 0.0) == (1.0, 0)
+
+
+def test_bethe_heitler_log_is_minus_the_log_of_the_fraction():
+    seed, stream = np.uint64(99), STREAM_BREMSSTRAHLUNG
+    for event in range(50):
+        for t in (0.0034, 0.1, 2.0):
+            log_loss, used = mi.sample_bethe_heitler_log(seed, np.uint64(event), stream, 3, t)
+            assert mi.sample_bethe_heitler(seed, np.uint64(event), stream, 3, t) == (math.exp(-log_loss), used)
+    assert mi.sample_bethe_heitler_log(seed, np.uint64(5), stream, 0, 0.0) == (0.0, 0)
 
 
 def test_electron_slab():
