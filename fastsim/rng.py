@@ -20,7 +20,7 @@ u = ((x >> 12) + 0.5) * 2**-52, which is exact in float64, never 0 or 1, and sym
 (u(~x) = 1 - u(x)). Normal number `index` is the ziggurat of word `index` (Marsaglia & Tsang,
 J. Stat. Softw. 5 (2000) 8, with 256 layers and the bit layout of numpy's
 `Generator.standard_normal`: 8 bits pick the layer, 1 the sign, 52 the abscissa). One word gives
-the normal with probability 0.9935; the rest (the wedges of the layers and the tail beyond
+the normal with probability 0.985; the rest (the wedges of the layers and the tail beyond
 r = 3.654) takes further words from the blocks with counter (event, index // 4, attempt,
 index % 4 + 1), attempt = 1, 2, ..., which no uniform uses. Uniform draw i and normal index i of
 one stream share random bits: within one stream, use either kind for a given range of indices,
@@ -228,7 +228,7 @@ def _ziggurat_candidate(word):
 
 @njit(cache=True, nogil=True)
 def _ziggurat_rest(value, layer, seed, event, stream, block, word_index):
-    """The ziggurat after a word fell outside its layer's box (0.65 % of the words): the wedge test
+    """The ziggurat after a word fell outside its layer's box (1.5 % of the words): the wedge test
     or the tail (Marsaglia 1964: r + x with x ~ Exp(r) accepted if 2 y > x^2, y ~ Exp(1)), with
     the words of the blocks (event, block, attempt, word_index + 1), attempt = 1, 2, ..."""
     attempt = 0

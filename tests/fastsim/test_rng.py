@@ -139,12 +139,12 @@ def test_normal_is_the_ziggurat_of_its_word():
         if abscissa < k[layer]:
             fast += 1
             assert rng.normal(seed, event, stream, index) == (-1.0 if sign else 1.0) * abscissa * w[layer]
-    assert 380 <= fast < 400  # 0.65 % of the words go on to the wedge or the tail
+    assert 380 <= fast < 400  # 1.5 % of the words go on to the wedge or the tail
 
 
 def test_normal_distribution_in_the_wedges_and_the_tail():
     # 1e7 normals: the words outside their layer's box (the wedges, the tail beyond r) are about
-    # 65000 of them; chi2 of |z| in 120 bins up to 6 against the exact probabilities, and the
+    # 150,000 of them; chi2 of |z| in 120 bins up to 6 against the exact probabilities, and the
     # tail counts, each within 5 standard deviations
     z = np.abs(rng.normal_array(SEED, 0, 2_500_000, rng.STREAM_PAIR, 4).ravel())
     n = z.size
