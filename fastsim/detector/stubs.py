@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -83,11 +84,16 @@ class ModuleMap:
 
 @njit(cache=True, nogil=True)
 def _match_event_seeds(start, stop, sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor,
-                       offset_strips, pitch_cm, window_strips, partner_hit, bend_strips):
+                       offset_strips, pitch_cm, window_strips, partner_hit, bend_strips, first_of_sensor, next_hit):
     """For each seed cluster (sensor 0) among the hits start .. stop - 1 of one event, the partner
     cluster (sensor 1 of the same module) whose bend is closest to the expected one, within the
-    window (`make_stub`): partner_hit[h0] and bend_strips[h0] (partner_hit -1 where there is none
-    and for the clusters of sensor 1). Returns the number of stubs."""
+    window (`make_stub`; the first of equally close ones): partner_hit[h0] and bend_strips[h0]
+    (partner_hit -1 where there is none and for the clusters of sensor 1). Returns the number of
+    stubs. The hits of each sensor are chained in increasing order (first_of_sensor, all -1 on
+    entry and on return, and next_hit), so a seed looks at its partner sensor's hits only."""
+    for h in range(stop - 1, start - 1, -1):
+        next_hit[h] = first_of_sensor[sensor_id[h]]
+        first_of_sensor[sensor_id[h]] = h
     count = 0
     for h0 in range(start, stop):
         partner_hit[h0] = -1
@@ -97,25 +103,30 @@ def _match_event_seeds(start, stop, sensor_id, u_cm, module_of_sensor, side_of_s
         partner = partner_of_sensor[sensor_id[h0]]
         position0 = u_cm[h0] / pitch_cm[m]
         best, best_distance, best_bend = -1, np.inf, 0.0
-        for h1 in range(start, stop):
-            if sensor_id[h1] != partner:
-                continue
+        h1 = first_of_sensor[partner] if partner >= 0 else -1
+        while h1 >= 0:
             ok, _, bend = make_stub(position0, u_cm[h1] / pitch_cm[m], offset_strips[m], window_strips)
             if ok and abs(bend - offset_strips[m]) < best_distance:
                 best, best_distance, best_bend = h1, abs(bend - offset_strips[m]), bend
+            h1 = next_hit[h1]
         if best >= 0:
             partner_hit[h0] = best
             bend_strips[h0] = best_bend
             count += 1
+    for h in range(start, stop):
+        first_of_sensor[sensor_id[h]] = -1
     return count
 
 
 @njit(parallel=True, cache=True)
 def _match_seeds(offsets, sensor_id, u_cm, module_of_sensor, side_of_sensor, partner_of_sensor, offset_strips, pitch_cm,
-                 window, partner_hit, bend_strips, counts):
+                 window, partner_hit, bend_strips, counts, first_of_sensor, next_hit):
+    """`_match_event_seeds` of every event; first_of_sensor (n_threads, n_sensors) all -1, a row
+    per thread."""
     for i in prange(offsets.size - 1):
         counts[i] = _match_event_seeds(offsets[i], offsets[i + 1], sensor_id, u_cm, module_of_sensor, side_of_sensor,
-                                       partner_of_sensor, offset_strips, pitch_cm, window, partner_hit, bend_strips)
+                                       partner_of_sensor, offset_strips, pitch_cm, window, partner_hit, bend_strips,
+                                       first_of_sensor[numba.get_thread_id()], next_hit)
 
 
 @njit(parallel=True, cache=True)
@@ -143,7 +154,8 @@ def build_stubs(hits: StripHits, modules: ModuleMap, window_strips: float = DEFA
             modules.partner_of_sensor, modules.offset_strips, modules.pitch_cm, window)
     partner_hit, bend_of_seed = np.empty(sensor_id.size, dtype=np.int64), np.empty(sensor_id.size)
     counts = np.zeros(n_events, dtype=np.int64)
-    _match_seeds(*args, partner_hit, bend_of_seed, counts)
+    first_of_sensor = np.full((numba.config.NUMBA_NUM_THREADS, modules.module_of_sensor.size), -1, dtype=np.int64)
+    _match_seeds(*args, partner_hit, bend_of_seed, counts, first_of_sensor, np.empty(sensor_id.size, dtype=np.int64))
     offsets = np.zeros(n_events + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])

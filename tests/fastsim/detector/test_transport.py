@@ -244,6 +244,57 @@ def test_stubs_of_hand_made_hits():
     assert len(build_stubs(hits_with(5 * 0.009), modules, window_strips=2)) == 0  # 5 strips apart
 
 
+def test_stubs_against_a_scan_of_every_pair():
+    """Crowded modules (several clusters per sensor, in random order, some sensors without a
+    partner): each seed's partner is the closest bend within the window of all the partner
+    sensor's clusters, the first of equally close ones, on one thread and on two."""
+    import numba
+
+    from fastsim.detector.digitization import StripHits, make_stub
+    from fastsim.detector.stubs import ModuleMap
+
+    generator = np.random.default_rng(11)
+    # sensors 0-5: modules 0, 1, 2 with sides (0, 1); sensor 6: a lone side-0 sensor (module 3)
+    modules = ModuleMap(np.array([0, 0, 1, 1, 2, 2, 3]), np.array([0, 1, 1, 0, 0, 1, 0]),
+                        np.array([0.0, 2.5, -1.0, 0.0]), np.full(4, 0.009))
+    n_events = 3000
+    counts = generator.integers(0, 25, n_events)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    n = int(offsets[-1])
+    sensor = generator.integers(0, 7, n).astype(np.int32)
+    strips = generator.integers(0, 12, n) + np.where(generator.random(n) < 0.5, 0.0, 0.5)  # ties happen
+    hits = StripHits(0, offsets, sensor_id=sensor, u_cm=strips * 0.009, cluster_size=np.ones(n, np.int32),
+                     first_strip=np.zeros(n, np.int32), is_noise=np.ones(n, bool), particle_index=np.full(n, -1))
+    partner = modules.partner_of_sensor
+    position = hits.u_cm / 0.009  # as build_stubs computes it (ties at the window's edge included)
+    expected = []
+    for i in range(n_events):
+        for h0 in range(offsets[i], offsets[i + 1]):
+            if modules.side_of_sensor[sensor[h0]] != 0:
+                continue
+            m = modules.module_of_sensor[sensor[h0]]
+            best, best_distance = -1, np.inf
+            for h1 in range(offsets[i], offsets[i + 1]):
+                if sensor[h1] == partner[sensor[h0]]:
+                    ok, _, bend = make_stub(position[h0], position[h1], modules.offset_strips[m], 1.5)
+                    if ok and abs(bend - modules.offset_strips[m]) < best_distance:
+                        best, best_distance = h1, abs(bend - modules.offset_strips[m])
+            if best >= 0:
+                expected.append((i, m, h0, best))
+    assert len(expected) > 5_000
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            stubs = build_stubs(hits, modules, window_strips=1.5)
+            event = np.repeat(np.arange(n_events), np.diff(stubs.offsets))
+            found = list(zip(event.tolist(), stubs.module.tolist(), stubs.hit0.tolist(), stubs.hit1.tolist()))
+            assert found == expected
+            np.testing.assert_array_equal(stubs.bend_strips, position[stubs.hit1] - position[stubs.hit0])
+    finally:
+        numba.set_num_threads(previous)
+
+
 def test_zero_weight_trials_outside_the_kinematic_range_leave_no_hits():
     """With a beam-energy spread, t is sampled over the hull of the energy range: a trial beyond
     the kinematic limit of its own beam energy has weight 0 and no physical final state; it must
