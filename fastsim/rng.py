@@ -92,9 +92,11 @@ ZIGGURAT_LAYER_AREA = 4.92867323399e-3
 
 
 def _ziggurat_tables():
-    """(k, w, f) of the 256 layers, as Marsaglia & Tsang's setup with 52-bit abscissae: a word's
-    abscissa a < k[i] lies in the part of layer i under the curve, its value is a w[i], and f[i]
-    = exp(-x_i^2 / 2) at the layer's outer edge x_i (f[0] = 1 at the top)."""
+    """(k, w, f) of the 256 layers, Marsaglia & Tsang's setup with 52-bit abscissae. Layer 0 is
+    the base: a box of width v / f(r) = w[0] 2^52 over the tail. Layer i >= 1 reaches out to
+    x_i = w[i] 2^52 (x_255 = r, smaller upwards), f[i] = exp(-x_i^2 / 2), and f[0] = 1 (x = 0,
+    the top). A word's abscissa a < k[i] lies where layer i is wholly under the curve; its
+    value is a w[i]."""
     scale = 2.0**52
     k, w, f = np.zeros(256, np.int64), np.zeros(256), np.zeros(256)
     edge = outer = ZIGGURAT_R
