@@ -294,7 +294,7 @@ def _run_scatter(args):
         f"position-angle correlation = {summary.pos_angle_correlation:.4f} (sqrt(3)/2 = 0.8660)",
     ]
     if summary.mean_energy_loss_gev is not None:
-        lines.append(f"mean energy loss = {summary.mean_energy_loss_gev:.5g} GeV "
+        lines.append(f"mean energy loss = {summary.mean_energy_loss_gev:.5g} +- {summary.mean_energy_loss_error_gev:.2g} GeV "
                      f"(E (1 - exp(-x/X0)) = {args.energy_gev * (1 - math.exp(-summary.x_over_x0)):.5g} GeV)")
     print_result(args, result, lines)
 

@@ -36,9 +36,22 @@ def test_widths_agree_with_highland(particle, energy, material, thickness):
     else:
         # electrons lose energy in the slab and scatter more: within Highland's 11 % accuracy
         assert 1.0 <= ratio < 1.11
-    if particle == "e":
-        expected_loss = energy * (1 - math.exp(-summary.x_over_x0))
-        assert summary.mean_energy_loss_gev == pytest.approx(expected_loss, rel=0.03)
+
+
+@pytest.mark.parametrize("energy, material, thickness", [(1.0, "Si", 0.064), (10.0, "Si", 0.064),
+                                                      (1.0, "Be", 1.5), (10.0, "C", 2.0)])
+def test_mean_bremsstrahlung_loss_is_the_exponential_law(energy, material, thickness):
+    # Bethe-Heitler with -ln z ~ Gamma(b t), b = 1/ln 2: <z> = exp(-t) exactly and Var z =
+    # 3^(-b t) - 4^(-b t). The loss distribution has a long tail: 2e6 electrons make the standard
+    # error below 0.6 % of the mean loss, so 5 standard errors test it to 3 % ("a few %")
+    n = 2_000_000
+    _, summary = scatter_through_slab("e", energy, material, thickness, n, seed=6)
+    expected_loss = energy * (1 - math.exp(-summary.x_over_x0))
+    bt = summary.x_over_x0 / math.log(2.0)
+    standard_error = energy * math.sqrt((3.0 ** -bt - 4.0 ** -bt) / n)
+    assert standard_error < 0.006 * expected_loss
+    assert abs(summary.mean_energy_loss_gev - expected_loss) < 5 * standard_error
+    assert summary.mean_energy_loss_error_gev == pytest.approx(standard_error, rel=0.05)
 
 
 def test_mixture_adds_tails_and_keeps_the_core():
@@ -184,7 +197,8 @@ def test_scatter_cli_json(capsys):
     assert main(["scatter", "--particle", "e", "--energy-gev", "5", "--material", "Si", "--thickness-cm", "0.064",
                  "--events", "50000", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    for key in ("theta0_highland_rad", "theta0_sim_rad", "pos_angle_correlation", "mean_energy_loss_gev"):
+    for key in ("theta0_highland_rad", "theta0_sim_rad", "pos_angle_correlation", "mean_energy_loss_gev",
+                "mean_energy_loss_error_gev"):
         assert key in result
 
 
