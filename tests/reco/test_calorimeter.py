@@ -55,11 +55,11 @@ def test_cluster_position_and_energy_of_electron_showers(run):
     assert use.sum() > 2000
     dx = events["calo_x_cm"][use] - x[use]
     dy = events["calo_y_cm"][use] - y[use]
-    for d in (dx, dy):  # log-weighted centroid of 2.85 cm crystals: about 1 mm, no bias
-        assert abs(d.mean()) < 0.02
+    for d in (dx, dy):  # log-weighted centroid of 2.85 cm crystals: 0.9 mm, no bias (5 standard errors)
+        assert abs(d.mean()) < 5 * d.std() / np.sqrt(d.size)
         assert 0.03 < d.std() < 0.15
     ratio = events["calo_energy_gev"][use] / energy[use]
-    assert 0.90 < np.median(ratio) < 1.0  # the 3x3 block holds ~95 % of a shower
+    assert 0.90 < np.median(ratio) < 1.0  # the 3x3 block holds ~99 % of a shower above 10 GeV (median 0.992)
 
 
 def test_columns_of_a_constructed_event():
@@ -94,7 +94,7 @@ def test_calorimeter_resolves_the_ambiguous_region(run):
     with_calo = _misidentified(events)
     without = _misidentified(identify(events.select(np.ones(len(events), bool)), PidSettings()))
     assert with_calo[1] == without[1] > 500
-    assert without[0] / without[1] > 0.08  # kinematics alone: ~15 %
+    assert without[0] / without[1] > 0.08  # kinematics alone: ~11 %
     assert with_calo[0] / with_calo[1] < 0.04  # the calorimeter's position: ~2 %
     # the residual smearing swaps the tracks' order with their calorimeter extrapolations
     smeared = Selection(residual_smearing_rad=23e-6).smear(events, 5, _config(True).pid)

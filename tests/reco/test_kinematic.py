@@ -60,8 +60,10 @@ def test_chain_fit_has_the_chi2_law_and_improves_theta_mu(fitted):
     events = fitted
     good = (events["process"] == 0) & events["has_incoming"] & np.isfinite(events["elastic_chi2"])
     assert good.sum() > 15_000
-    # Gaussian core: the median of chi2(2) is 1.386; tails from bremsstrahlung and scattering
-    assert np.median(events["elastic_chi2"][good]) == pytest.approx(stats.chi2(2).median(), rel=0.15)
+    # Gaussian core: the median of chi2(2) is 1.386; the tails from bremsstrahlung and scattering
+    # move it up by 1-2.5 % (other seeds), and the sample median has a 1 % standard error: within
+    # 6 %, so that a fit covariance 5 % off (chi2 10 % off) fails
+    assert np.median(events["elastic_chi2"][good]) == pytest.approx(stats.chi2(2).median(), rel=0.06)
     window = good & (events["true_theta_e_rad"] > 0.005) & (events["true_theta_e_rad"] < 0.02)
 
     def width(values):

@@ -32,7 +32,9 @@ def test_widths_agree_with_highland(particle, energy, material, thickness):
         # Gaussian model, no energy loss: Highland exactly, up to the fit's statistical error
         assert ratio == pytest.approx(1.0, abs=5 * summary.theta0_sim_error_rad / summary.theta0_highland_rad)
         assert summary.pos_angle_correlation == pytest.approx(math.sqrt(3) / 2, abs=0.01)
-        assert summary.position_rms_cm == pytest.approx(thickness * summary.theta0_highland_rad / math.sqrt(3), rel=0.01)
+        # x and y, 2 N_SLAB Gaussian positions: the RMS within 5 standard errors, 5 sqrt(1 / 4 N_SLAB)
+        assert summary.position_rms_cm == pytest.approx(thickness * summary.theta0_highland_rad / math.sqrt(3),
+                                                        rel=5 / math.sqrt(4 * N_SLAB))
     else:
         # electrons lose energy in the slab and scatter more: within Highland's 11 % accuracy
         assert 1.0 <= ratio < 1.11
@@ -101,9 +103,15 @@ def test_hits_of_clean_events_and_residuals(station_events):
     tan_alpha = crossings["tan_alpha"][match]
     for tilted in (True, False):
         mask = (np.abs(tan_alpha) > 0.1) == tilted
-        expected = expected_resolution_cm(float(np.median(np.abs(tan_alpha[mask]))))
+        # the closed-form resolution averaged over the crossings' incidence angles (interpolated
+        # from 41 points), within 5 standard errors of an RMS (the Gaussian one, sqrt(1 / 2N):
+        # larger than that of these flat-topped residuals)
+        slopes = np.abs(tan_alpha[mask])
+        grid = np.linspace(slopes.min(), slopes.max(), 41)
+        mean_square = np.interp(slopes, grid, [expected_resolution_cm(float(t)) ** 2 for t in grid]).mean()
+        expected = math.sqrt(mean_square)
         rms = float(np.sqrt(np.mean(residual[mask] ** 2)))
-        assert rms == pytest.approx(expected, rel=5 * math.sqrt(0.5 / mask.sum()) + 0.03), (tilted, rms, expected)
+        assert rms == pytest.approx(expected, rel=5 * math.sqrt(0.5 / mask.sum())), (tilted, rms, expected)
         assert abs(residual[mask].mean()) < 5 * rms / math.sqrt(mask.sum())
 
 
@@ -202,16 +210,20 @@ def test_scatter_cli_json(capsys):
         assert key in result
 
 
-def _stub_counts(chunk, modules):
-    """(stubs found, stubs expected) per event: one stub per (module, particle) with a cluster in
-    both sensors of the module."""
+def _stub_keys(chunk, modules):
+    """The expected stubs as keys (event row * 100 + module) * 10 + particle: one per (module,
+    particle) with a cluster in both sensors of the module."""
     hits = chunk.hits
     event_of_hit = np.repeat(np.arange(len(chunk.truth)), np.diff(hits.offsets))
     module_of_hit = modules.module_of_sensor[hits.sensor_id]
     side_of_hit = modules.side_of_sensor[hits.sensor_id]
     key = (event_of_hit * 100 + module_of_hit) * 10 + hits.particle_index
-    both = np.intersect1d(key[side_of_hit == 0], key[side_of_hit == 1])
-    return np.diff(chunk.stubs.offsets), np.bincount(both // 1000, minlength=len(chunk.truth))
+    return np.intersect1d(key[side_of_hit == 0], key[side_of_hit == 1])
+
+
+def _stub_counts(chunk, modules):
+    """(stubs found, stubs expected) per event (`_stub_keys`)."""
+    return np.diff(chunk.stubs.offsets), np.bincount(_stub_keys(chunk, modules) // 1000, minlength=len(chunk.truth))
 
 
 def test_stubs_of_clean_events(station_events):
@@ -221,16 +233,23 @@ def test_stubs_of_clean_events(station_events):
     found, expected = _stub_counts(no_brems.simulate(clean), no_brems.modules)
     np.testing.assert_array_equal(found, expected)
     simulation = DetectorSimulation(geometry, seed=1)
-    chunk = simulation.simulate(clean)
+    chunk = simulation.simulate(truth)
     stubs, hits = chunk.stubs, chunk.hits
     modules = simulation.modules
     found, expected = _stub_counts(chunk, modules)
-    # with bremsstrahlung, an electron (a few GeV at most, so at a large angle) that radiates
-    # most of its energy scatters enough between the two sensors of a module to leave the stub
-    # window: no stub, as on the real chip
+    # with bremsstrahlung, an electron that radiates most of its energy in the first sensor of a
+    # module scatters enough before the second to leave the stub window: no stub, as on the real
+    # chip. That happens in ~3e-4 of the events (30 in 1.05e5 with other seeds): a Poisson count
+    # of mean ~6 here, which exceeds 20 (the bound 1e-3 of the events) with probability 9e-7.
+    # Every stub lost is the electron's (particle 2; 0 is the incoming muon, 1 the outgoing one)
     missing = found < expected
     assert np.all(found <= expected)
-    assert missing.mean() < 1e-3 and np.all(chunk.truth["e_theta_rad"][missing] > 0.02)
+    assert missing.sum() <= 1e-3 * missing.size
+    event_of_stub = np.repeat(np.arange(len(truth)), np.diff(stubs.offsets))
+    found_keys = np.concatenate([(event_of_stub * 100 + stubs.module) * 10 + hits.particle_index[getattr(stubs, hit)]
+                                 for hit in ("hit0", "hit1")])
+    lost = np.setdiff1d(_stub_keys(chunk, modules), found_keys)
+    assert lost.size >= missing.sum() and np.all(lost % 10 == 2), lost
     assert np.mean(expected == 12) > 0.9
     # the bend is the expected one for tracks near the beam direction (mrad slopes)
     np.testing.assert_allclose(stubs.bend_strips, modules.offset_strips[stubs.module], atol=DEFAULT_WINDOW)
@@ -351,5 +370,6 @@ def test_simulation_without_transport_keeps_the_noise_only():
     assert abs(len(empty.hits) - expected) < 5 * math.sqrt(expected)
     assert np.all(empty.calorimeter_impacts[..., 3] == IMPACT_NONE)
     noise_gev = geometry.calorimeter.noise_per_crystal_gev
-    assert np.std(empty.calorimeter_energy_gev) == pytest.approx(noise_gev, rel=0.02)
+    crystals = empty.calorimeter_energy_gev.size  # Gaussian noise: the std within 5 sqrt(1 / 2N)
+    assert np.std(empty.calorimeter_energy_gev) == pytest.approx(noise_gev, rel=5 * math.sqrt(0.5 / crystals))
     assert np.std(full.calorimeter_energy_gev) > 10 * noise_gev
