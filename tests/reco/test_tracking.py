@@ -154,7 +154,7 @@ def test_efficiency_of_clean_elastic_events():
     module (z ~ 94 cm from the target). Full simulation: scattering, bremsstrahlung.
 
     The efficiency is ~0.992 (0.99203 +- 0.00032 here, 0.99168 +- 0.0006 with other seeds), so
-    "above 99 %" needs ~8e4 fiducial events to put 0.99 five standard errors (3.2e-4) below it:
+    "above 99 %" needs ~8e4 fiducial events to put 0.99 six standard errors (3.2e-4) below it:
     the events are generated in the angular window and in the second target only."""
     geometry = load_geometry("tr2023")
     beam = BeamModel(spot_x_cm=1.0, spot_y_cm=1.0, divergence_x_rad=2e-4, divergence_y_rad=2e-4)
