@@ -9,9 +9,8 @@ import pytest
 
 from fastsim.detector.digitization import cluster_u_cm, digitize_crossing, expected_resolution_cm
 from fastsim.detector.geometry import Misalignment, load_geometry
-from fastsim.detector.transport import DetectorSimulation, SimulationSettings, geometry_targets
-from fastsim.generator.beam import BeamModel
-from fastsim.generator.generate import ElasticSettings, Generator, GeneratorConfig
+from fastsim.detector.transport import DetectorSimulation, SimulationSettings
+from fastsim.generator.generate import ElasticSettings
 from reco.reconstruct import ReconstructionSettings, reconstruct
 from reco.tracking import (
     TrackingModel,
@@ -147,7 +146,7 @@ def test_angular_resolution_agrees_with_closed_form(setup, clean_tracks):
     print(f"slope resolution of one station: {expected[2] * 1e6:.2f} urad (x), {expected[3] * 1e6:.2f} urad (y)")
 
 
-def test_efficiency_of_clean_elastic_events():
+def test_efficiency_of_clean_elastic_events(tr2023_sample):
     """Fiducial: the interaction in the second station's target (so the first measures the
     incoming muon), 5 < theta_e < 20 mrad, theta_mu > 0.2 mrad, and both outgoing particles
     within 4 cm of the axis (1 cm inside the 2S sensors' 4.57 x 5 cm half sizes) at the last
@@ -156,13 +155,10 @@ def test_efficiency_of_clean_elastic_events():
     The efficiency is ~0.992 (0.99203 +- 0.00032 here, 0.99168 +- 0.0006 with other seeds), so
     "above 99 %" needs ~8e4 fiducial events to put 0.99 six standard errors (3.2e-4) below it:
     the events are generated in the angular window and in the second target only."""
-    geometry = load_geometry("tr2023")
-    beam = BeamModel(spot_x_cm=1.0, spot_y_cm=1.0, divergence_x_rad=2e-4, divergence_y_rad=2e-4)
     window = ElasticSettings(theta_e_min_rad=5e-3, theta_e_max_rad=20e-3, theta_mu_min_rad=2e-4)
-    second_target = geometry_targets(geometry)[1:]
-    truth = Generator(GeneratorConfig(beam=beam, targets=second_target, elastic=window), seed=12).chunk(0, 80_000)
+    geometry, truth, model = tr2023_sample(12, 80_000, elastic=window, targets=slice(1, None))
     chunk = DetectorSimulation(geometry, SimulationSettings(), seed=6).simulate(truth)
-    events = reconstruct(chunk, TrackingModel.from_geometry(geometry))
+    events = reconstruct(chunk, model)
     lever = 94.0
     inside = np.ones(len(truth), bool)
     for prefix in ("e", "mu"):
