@@ -25,7 +25,10 @@ reco bin and node, the Lagrange moments sum over events of w l_j(u) (and w^2 l_j
 variance); a new template is then the sparse contraction sum_j moment_j r(u_j), with r evaluated
 at the few hundred nodes only. With 64 sub-bins of degree 4 the interpolation error is far below
 1e-10 relative (the tests ask 1e-7 against the exact per-event sum). Events without a Born t
-(pair background: t is NaN) are carried unweighted.
+(pair background: t is NaN) are carried unweighted. For parameters that bring the running near
+its Landau pole (1 - Dalpha(t) < RUNNING_FLOOR = 0.5 somewhere in the sample) r is continued
+smoothly instead of following the pole, so fits cannot cross it; there, and only there, the
+template differs from the exact reweighting.
 """
 
 from __future__ import annotations
@@ -49,6 +52,14 @@ RECO_COLUMNS = ("theta_e_rad", "theta_mu_rad", "weight", "selected", "true_t_gev
 TRUTH_COLUMNS = {"theta_e_rad": "e_theta_rad", "theta_mu_rad": "mu_theta_rad", "weight": "weight", "true_t_gev2": "t_gev2"}
 #: Above this many (bin, node) cells the moments are accumulated sparsely (np.unique) instead of densely.
 _DENSE_CELLS_MAX = 20_000_000
+#: Below this value of 1 - Dalpha(t) = 1 - Dalpha_lep(t) - Dalpha_had(t; theta), templates continue
+#: 1 / (1 - Dalpha) along its tangent instead of following it to the Landau pole (1 - Dalpha = 0).
+#: The exact factor falls again past the pole, so a fit that stepped across (a toy of a few
+#: thousand events constrains M hardly at all) met overflows and a spurious region of
+#: unphysical minima. Continued, the expected counts keep growing with Dalpha: the cost rises
+#: smoothly, with its gradient, back towards the physical region. At the reference point
+#: 1 - Dalpha(t) > 0.96 in MUonE's t range, so only parameters with Dalpha_had(t) > ~0.47 see it.
+RUNNING_FLOOR = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -362,11 +373,22 @@ class Template:
         return luminosity * INV_NB_TO_INV_UB / self.n_generated
 
     def _factors(self, theta, gradient: bool):
+        """The factor r = (1 - Dalpha_ref)^2 / (1 - Dalpha)^2 at the nodes (and dr/dtheta), with
+        1 / (1 - Dalpha) continued along its tangent below 1 - Dalpha = RUNNING_FLOOR (see there)."""
         dalpha, dalpha_gradient = self._at_nodes.evaluate(theta)
-        inverse = 1.0 / (self._lepton - dalpha)
+        margin = self._lepton - dalpha
+        if margin.min() >= RUNNING_FLOOR:
+            inverse = 1.0 / margin
+            slope = inverse * inverse  # -d inverse / d margin
+        else:
+            below = margin < RUNNING_FLOOR
+            inverse = np.where(below, (2.0 * RUNNING_FLOOR - margin) / RUNNING_FLOOR**2,
+                               1.0 / np.maximum(margin, RUNNING_FLOOR))
+            slope = np.where(below, 1.0 / RUNNING_FLOOR**2, inverse * inverse)
         np.multiply(self._numerator, inverse * inverse, out=self._factor)
         if gradient:
-            np.multiply(dalpha_gradient, 2.0 * self._factor * inverse, out=self._factor_gradient)
+            # dr/dtheta = 2 numerator inverse (-d inverse / d margin) dDalpha/dtheta
+            np.multiply(dalpha_gradient, 2.0 * self._numerator * inverse * slope, out=self._factor_gradient)
 
     # --- expected events ---------------------------------------------------------------------
 

@@ -113,6 +113,25 @@ def test_non_converged_fit_is_never_silently_used(template, asimov):
     assert result.to_dict()["valid"] is False and "amu" not in result.to_dict()
 
 
+def test_cost_rises_past_the_pole_of_the_running(template):
+    # A toy of the 3000-event quickstart study stepped to K = 1436, M = 18.3 GeV^2, far past the
+    # running's pole (1 - Dalpha = 0 at K ~ 100 here): the gradient overflowed and the cost fell
+    # again towards large K. The continued running (`RUNNING_FLOOR`) makes the cost rise with K.
+    from systematics.likelihood import BinnedLikelihood
+
+    data = template.histogram(None, 3000 / template.expected(None, 1.0).sum())
+    likelihood = BinnedLikelihood(data, template)
+    costs, slopes = [], []
+    with np.errstate(all="raise"):
+        for k in (0.13724, 50.0, 100.0, 105.0, 300.0, 1436.0, 1e4):
+            theta = np.array([k, 18.3])
+            cost, gradient = likelihood.value_and_gradient(np.append(theta, likelihood.profile_norm(theta)))
+            costs.append(cost)
+            slopes.append(gradient[0])
+    assert np.all(np.isfinite(costs)) and np.all(np.isfinite(slopes))
+    assert np.all(np.diff(costs) > 0) and np.all(np.array(slopes) > 0)
+
+
 def test_fit_with_a_nuisance_parameter(sample, binning, template):
     from systematics.likelihood import BinnedLikelihood
     from systematics.templates import Template, TemplateSample, TemplateSet

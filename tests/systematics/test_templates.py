@@ -10,7 +10,8 @@ from fastsim.generator.beam import BeamModel
 from fastsim.generator.generate import ElasticSettings, Generator, GeneratorConfig, write_events
 from fastsim.physics.vacuum_polarization import LeptonLikeModel, NoHadronicModel, Pol2Model, RunningCoupling
 from systematics.histogram import Binning
-from systematics.templates import Template, TemplateSample, TemplateSet, morphing_coefficients
+from fastsim.physics.vacuum_polarization import dalpha_lep
+from systematics.templates import RUNNING_FLOOR, Template, TemplateSample, TemplateSet, morphing_coefficients
 
 POINTS = [(0.13724, 0.0525), (0.2, 0.1), (0.05, 0.01), (0.3, 0.5)]
 
@@ -56,6 +57,38 @@ def test_gradient_matches_finite_differences(template):
         scale = np.max(np.abs(gradient[i]))
         # central differences: error ~ step^2 f''' / 6, far below 1e-6 of the largest entry
         assert np.max(np.abs(numeric - gradient[i])) < 1e-6 * scale
+
+
+def _k_at_running(template, m_gev2, one_minus_dalpha):
+    """K at which min over the template's t of 1 - Dalpha_lep(t) - Dalpha_had(t; K, M) equals
+    `one_minus_dalpha` (Dalpha_had is linear in K)."""
+    per_k = template.family.at(template.node_t_gev2).evaluate(np.array([1.0, m_gev2]))[0]
+    return float(np.min((1.0 - dalpha_lep(template.node_t_gev2) - one_minus_dalpha) / per_k))
+
+
+def test_running_is_continued_before_its_landau_pole(sample, binning, template):
+    m_gev2 = 1.0
+    k_floor, k_pole = (_k_at_running(template, m_gev2, x) for x in (RUNNING_FLOOR, 0.0))
+    assert 40 < k_floor < k_pole < 120  # Dalpha_had ~ -K t / 15 at |t| = 0.142 GeV^2
+    # above the floor the template is the exact reweighting, however far from the reference
+    theta = (0.95 * k_floor, m_gev2)
+    exact = sample.reweighted_histogram(binning, LeptonLikeModel(*theta)).values
+    filled = exact > 0
+    assert np.max(np.abs(template.expected(theta)[filled] / exact[filled] - 1)) < 1e-7
+    # the exact factor has a pole at k_pole and falls again after it; the template keeps growing
+    scan = np.linspace(0.5 * k_floor, 3.0 * k_pole, 301)
+    with np.errstate(all="raise"):
+        expected = np.array([template.expected_flat((k, m_gev2)) for k in scan])
+    assert np.all(np.isfinite(expected))
+    assert np.all(np.diff(expected, axis=0) >= 0) and np.all(np.diff(expected.sum(axis=1)) > 0)
+    # continuous with its gradient: at a point straddling the floor and at one past the pole
+    for theta in (np.array([0.5 * (k_floor + k_pole), m_gev2]), np.array([3.0 * k_pole, m_gev2])):
+        value, gradient = template.expected_flat(theta, gradient=True)
+        step = 1e-6 * theta[0]
+        numeric = (template.expected_flat(theta + [step, 0]) - template.expected_flat(theta - [step, 0])) / (2 * step)
+        assert np.max(np.abs(numeric - gradient[0])) < 1e-6 * np.max(np.abs(gradient[0]))
+    at_floor = [template.expected_flat((k_floor * (1 + s), m_gev2)).sum() for s in (-1e-9, 1e-9)]
+    assert at_floor[1] == pytest.approx(at_floor[0], rel=1e-8)
 
 
 def test_cross_section_normalization(sample, template):
