@@ -55,10 +55,10 @@ _DENSE_CELLS_MAX = 20_000_000
 #: Below this value of 1 - Dalpha(t) = 1 - Dalpha_lep(t) - Dalpha_had(t; theta), templates continue
 #: 1 / (1 - Dalpha) along its tangent instead of following it to the Landau pole (1 - Dalpha = 0).
 #: The exact factor falls again past the pole, so a fit that stepped across (a toy of a few
-#: thousand events constrains M hardly at all) met overflows and a spurious region of
-#: unphysical minima. Continued, the expected counts keep growing with Dalpha: the cost rises
-#: smoothly, with its gradient, back towards the physical region. At the reference point
-#: 1 - Dalpha(t) > 0.96 in MUonE's t range, so only parameters with Dalpha_had(t) > ~0.47 see it.
+#: thousand events constrains M hardly at all) met overflowing gradients and a cost that fell
+#: again towards larger K. Continued, the expected counts keep growing with Dalpha: the cost rises
+#: smoothly, with its gradient, back towards the physical region. At the reference point and
+#: 150 GeV, 1 - Dalpha(t) > 0.989 (Dalpha_had < 0.0011): only Dalpha_had(t) > 0.49 sees the floor.
 RUNNING_FLOOR = 0.5
 
 
