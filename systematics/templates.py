@@ -377,18 +377,22 @@ class Template:
         1 / (1 - Dalpha) continued along its tangent below 1 - Dalpha = RUNNING_FLOOR (see there)."""
         dalpha, dalpha_gradient = self._at_nodes.evaluate(theta)
         margin = self._lepton - dalpha
-        if margin.min() >= RUNNING_FLOOR:
-            inverse = 1.0 / margin
-            slope = inverse * inverse  # -d inverse / d margin
-        else:
+        continued = margin.min() < RUNNING_FLOOR
+        if continued:
             below = margin < RUNNING_FLOOR
             inverse = np.where(below, (2.0 * RUNNING_FLOOR - margin) / RUNNING_FLOOR**2,
                                1.0 / np.maximum(margin, RUNNING_FLOOR))
-            slope = np.where(below, 1.0 / RUNNING_FLOOR**2, inverse * inverse)
+        else:
+            inverse = 1.0 / margin
         np.multiply(self._numerator, inverse * inverse, out=self._factor)
         if gradient:
-            # dr/dtheta = 2 numerator inverse (-d inverse / d margin) dDalpha/dtheta
-            np.multiply(dalpha_gradient, 2.0 * self._numerator * inverse * slope, out=self._factor_gradient)
+            # dr/dtheta = 2 numerator inverse s dDalpha/dtheta, s = -d inverse / d margin: inverse^2
+            # above the floor (so 2 r inverse), 1 / floor^2 below
+            if continued:
+                slope = np.where(below, 1.0 / RUNNING_FLOOR**2, inverse * inverse)
+                np.multiply(dalpha_gradient, 2.0 * self._numerator * inverse * slope, out=self._factor_gradient)
+            else:
+                np.multiply(dalpha_gradient, 2.0 * self._factor * inverse, out=self._factor_gradient)
 
     # --- expected events ---------------------------------------------------------------------
 
