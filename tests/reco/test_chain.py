@@ -2,6 +2,7 @@
 first target measures the incoming muon of the events in that target."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -57,9 +58,12 @@ def test_telescope_measures_the_muon_angle_like_an_upstream_station(runs):
     first = usable & (events["true_vertex_z_cm"] < 50.0)
     second = usable & (events["true_vertex_z_cm"] > 50.0) & (events["true_vertex_z_cm"] < 150.0)
     assert first.sum() > 1000 and second.sum() > 1000
+    # measured 0.959 +- 0.018 (statistical, ~6000 events each): the 15 % is the claim, not a
+    # statistical bound; the target in front of the second station's muon is a physical difference
     assert core_width(residual[first]) / core_width(residual[second]) == pytest.approx(1.0, abs=0.15)
-    selected = [np.mean(events["selected"][rows]) for rows in (first, second)]
-    assert selected[0] == pytest.approx(selected[1], abs=0.05)
+    selected = [np.mean(events["selected"][rows]) for rows in (first, second)]  # measured 0.323 and 0.327
+    binomial = math.sqrt(sum(p * (1 - p) / rows.sum() for p, rows in zip(selected, (first, second))))
+    assert selected[0] == pytest.approx(selected[1], abs=5 * binomial)
 
 
 @pytest.fixture(scope="module")
