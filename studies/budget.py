@@ -8,7 +8,9 @@
 
 - ``campaign-<hash>/shard-*.parquet``: the shard results (resumable);
 - ``systematics.json``: stat_error_amu and the biases (name, shift, delta_amu,
-  delta_amu_mc_error, required_precision, linearity, ...);
+  delta_amu_mc_error, required_precision, linearity, ...), and `not_applicable`: the chosen
+  systematics that leave the configuration unchanged (e.g. a scale of a beam divergence that is
+  0 in the preset), which are not run;
 - ``systematics.md``: the bias table; ``bias_budget.png``: the bias budget plot.
 """
 
@@ -74,6 +76,9 @@ def run_systematics(chain_table: dict, events: int, seed: int, output_dir, only=
     for systematic in chosen:
         if systematic.name not in known:
             catalogue.check_keys(systematic, config)
+    chosen, not_applicable = _split_applicable(chosen, config)
+    if not chosen:
+        raise ValueError(f"no chosen systematic changes this configuration: {not_applicable}")
     shifts = planned_shifts(chosen, linearity)
     task_config = {"chain": config.data, "events": events // n_shards, "chunk_size": chunk_size,
                    "binning": binning, "shifts": [[name, k] for name, k in shifts],
@@ -88,9 +93,30 @@ def run_systematics(chain_table: dict, events: int, seed: int, output_dir, only=
     totals = {key: sum(shard[key] for shard in per_shard) / n_shards for key in keys}
     summary = estimate_biases(totals, per_shard, shifts, config, luminosity_inv_nb, normalization, threshold, custom)
     summary.update({"events": events, "seed": seed, "n_shards": n_shards, "config_hash": config.hash,
-                    "campaign": run.to_dict(), "common_random_numbers": common_random_numbers})
+                    "campaign": run.to_dict(), "common_random_numbers": common_random_numbers,
+                    "not_applicable": not_applicable})
     write_report(summary, output)
     return summary
+
+
+def _split_applicable(systematics, config) -> tuple[list, list]:
+    """(the systematics that change `config`, [{name, reason}] of those that leave it as it is:
+    a scale of a value that is 0 here, or a value set to the one it has). Those are not run: their
+    bias is exactly 0 and their required precision meaningless."""
+    applicable, skipped = [], []
+    for systematic in systematics:
+        if systematic.apply(config, 1.0).hash != config.hash:
+            applicable.append(systematic)
+            continue
+        values = []
+        for key in systematic.keys:
+            try:
+                values.append(f"{key} = {config.value(key)!r}")
+            except ValueError:
+                values.append(f"{key} unset")
+        skipped.append({"name": systematic.name,
+                        "reason": f"it leaves this configuration unchanged ({', '.join(values) or 'its function changes nothing'})"})
+    return applicable, skipped
 
 
 def _atomic_write(path: Path, text: str):
@@ -111,6 +137,9 @@ def bias_table_markdown(summary: dict) -> str:
         lines.append(f"| {row['name']} | {row['shift']} | {row['delta_amu'] * 1e10:+.4f} | "
                      f"{row['delta_amu_mc_error'] * 1e10:.4f} | {row['delta_amu'] / summary['stat_error_amu']:+.3f} | "
                      f"{row['required_precision']:.3g} | {linearity} |")
+    if summary.get("not_applicable"):
+        lines += ["", "Not run, as they do not change this configuration:", ""]
+        lines += [f"- {row['name']}: {row['reason']}" for row in summary["not_applicable"]]
     return "\n".join(lines) + "\n"
 
 

@@ -159,6 +159,9 @@ def _run_amu(args):
              f"fraction from x < x_max = {summary.x_max:.5f} ({summary.beam_energy_gev} GeV): {summary.fraction_in_range:.4f}"]
     if summary.x_upper < 1.0:
         lines.append(f"note: the table reaches x = {summary.x_upper:.5f}; the integral stops there")
+    if not 0.0 <= summary.fraction_in_range <= 1.0:
+        lines.append("note: the part beyond x_max, where the model is extrapolated past the measured t range, "
+                     "outweighs the measured part: the model does not describe Dalpha_had there")
     print_result(args, payload, lines)
 
 
@@ -292,6 +295,7 @@ def _run_scatter(args):
         f"theta0 Highland   = {summary.theta0_highland_rad:.5g} rad",
         f"theta0 simulated  = {summary.theta0_sim_rad:.5g} +- {summary.theta0_sim_error_rad:.2g} rad ({summary.theta0_definition})",
         f"position-angle correlation = {summary.pos_angle_correlation:.4f} (sqrt(3)/2 = 0.8660)",
+        f"position RMS at the exit = {summary.position_rms_cm:.5g} cm",
     ]
     if summary.mean_energy_loss_gev is not None:
         lines.append(f"mean energy loss = {summary.mean_energy_loss_gev:.5g} +- {summary.mean_energy_loss_error_gev:.2g} GeV "
@@ -393,6 +397,39 @@ def add_binning_options(parser):
     parser.add_argument("--one-d", action="store_true", help="fit theta_e only (1D templates)")
 
 
+def add_fix_option(parser):
+    parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                        help="hold a fit parameter at a value, e.g. --fix M_gev2=0.0525 to fit K alone (a short run "
+                             "constrains M hardly at all); repeatable")
+
+
+def fixed_parameters(args) -> dict:
+    """{name: value} of the --fix options."""
+    fixed = {}
+    for item in args.fix:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            number = float(value) if sep and name else None
+        except ValueError:
+            number = None
+        if number is None:
+            raise UsageError(f"--fix {item!r} is not NAME=VALUE with a number (e.g. --fix M_gev2=0.0525)")
+        if name in fixed:
+            raise UsageError(f"--fix gives {name!r} twice")
+        fixed[name] = number
+    return fixed
+
+
+def _fit_failure_hint(result) -> str:
+    """What to try after a failed fit of several hadronic parameters."""
+    free = [n for n in result.hadronic_names if result.errors[result.names.index(n)] != 0.0]
+    if len(free) < 2:
+        return ""
+    return (f"; a small sample may not constrain all of {free}: fit fewer parameters with --fix (for the "
+            "lepton-like model --fix M_gev2=0.0525 fits K alone), or use more luminosity")
+
+
 def binning_from_args(args):
     from systematics.bias import binning_from_dict
 
@@ -452,6 +489,7 @@ def _configure_fit(parser):
     parser.add_argument("--luminosity-error-rel", type=float, help="relative luminosity error (constrained normalization)")
     parser.add_argument("--luminosity-inv-nb", type=float, help="luminosity of the data (default: the histogram's)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the MCMC walkers (default 1)")
+    add_fix_option(parser)
     parser.add_argument("--json", action="store_true", help="print the fit result as JSON")
     return _run_fit
 
@@ -463,16 +501,19 @@ def _run_fit(args):
 
     data = Histogram.load(args.data)
     sample = TemplateSample.from_parquet(template_sample_path(args.templates))
+    fixed = fixed_parameters(args)
+    if fixed and args.method != "minuit":
+        raise UsageError(f"--fix needs --method minuit (the {args.method} method fits every parameter)")
     template = Template(sample, data.binning)
-    options = {"seed": args.seed} if args.method == "mcmc" else {}
+    options = {"seed": args.seed} if args.method == "mcmc" else {"fixed": fixed} if fixed else {}
     result = fit_histogram(data, template, args.method, args.luminosity_inv_nb, args.normalization,
                            args.luminosity_error_rel, strict=False, **options)
     payload = result.to_dict()
     if not result.valid:
         print_result(args, payload, [f"fit failed: {result.status}"])
-        raise ValueError(f"the {args.method} fit did not converge: {result.status}")
+        raise ValueError(f"the {args.method} fit did not converge: {result.status}{_fit_failure_hint(result)}")
     amu = result.amu
-    lines = [f"{name:>8s} = {value:.6g} +- {error:.2g}" for name, value, error in
+    lines = [f"{name:>8s} = {value:.6g} " + ("(fixed)" if name in fixed else f"+- {error:.2g}") for name, value, error in
              zip(result.names, result.values, result.errors)]
     lines.append(f"a_mu^HLO = ({amu.value * 1e10:.2f} +- {amu.error * 1e10:.2f}) 1e-10, "
                  f"{amu.fraction_in_range * 100:.1f} % inside the measured range")
@@ -493,6 +534,7 @@ def _configure_toys(parser):
     parser.add_argument("--luminosity-error-rel", type=float, help="relative luminosity error (constrained normalization)")
     parser.add_argument("--workers", type=int, default=1, help="processes for the toy fits (default 1)")
     add_binning_options(parser)
+    add_fix_option(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     return _run_toys
 
@@ -511,9 +553,11 @@ def _run_toys(args):
         args.chunk_size = 100_000
         config = chain_config_from_args(args)
         sample = simulated_template_sample(Chain(config, args.seed), args.events)
+    fixed = fixed_parameters(args)
     template = Template(sample, binning_from_args(args))
     result = run_toys(template, args.luminosity_inv_nb, args.toys, args.seed, normalization=args.normalization,
-                      luminosity_error_rel=args.luminosity_error_rel, workers=args.workers)
+                      luminosity_error_rel=args.luminosity_error_rel, workers=args.workers,
+                      **({"fixed": fixed} if fixed else {}))
     payload = result.to_dict()
     lines = [f"{key:>22s} = {payload[key]:.6g}" for key in
              ("amu_true", "asimov_amu", "amu_mean", "amu_std", "amu_stat_error_mean", "pull_mean", "pull_std", "coverage_68")]
@@ -579,7 +623,8 @@ def _run_systematics(args):
     if args.list:
         rows = [s.to_dict() for s in catalogue.select(None)]
         print_result(args, {"systematics": rows},
-                     [f"{r['name']:<22s} {r['mode']:<6s} {r['sigma']!s:<10s} {', '.join(r['keys'])}" for r in rows])
+                     [f"{r['name']:<22s} {r['mode']:<6s} {r['sigma']!s:<10s} {', '.join(r['keys']) or ' '.join(r['description'].split())}"
+                      for r in rows])
         return
     for option in ("events", "seed", "output"):
         if getattr(args, option) is None:
@@ -597,6 +642,7 @@ def _run_systematics(args):
     lines += [f"{r['name']:<22s} {r['shift']:<12s} delta a_mu = {r['delta_amu'] * 1e10:+.4g} +- "
               f"{r['delta_amu_mc_error'] * 1e10:.2g} e-10   required precision {r['required_precision']:.3g}"
               for r in summary["biases"]]
+    lines += [f"{r['name']:<22s} not run: {r['reason']}" for r in summary["not_applicable"]]
     lines.append(f"report: {args.output}/systematics.md, {args.output}/bias_budget.png")
     print_result(args, summary, lines)
 

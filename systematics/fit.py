@@ -69,11 +69,11 @@ def fit_histogram(data, templates, method: str = "minuit", luminosity_inv_nb: fl
     return sample_posterior(likelihood, start, strict=strict, **options)
 
 
-def _result(likelihood, method, values, covariance, cost, valid, status, n_calls, details=None) -> FitResult:
+def _result(likelihood, method, values, covariance, cost, valid, status, n_calls, details=None, n_fixed=0) -> FitResult:
     covariance = np.asarray(covariance, dtype=np.float64)
     errors = np.sqrt(np.where(np.diag(covariance) >= 0, np.diag(covariance), np.nan))
     return FitResult(method, likelihood.names, np.asarray(values, dtype=np.float64), errors, covariance, float(cost),
-                     likelihood.ndof, bool(valid), status, int(n_calls), likelihood.hadronic_names,
+                     likelihood.ndof + n_fixed, bool(valid), status, int(n_calls), likelihood.hadronic_names,
                      likelihood.templates.family, likelihood.templates.beam_energy_gev, details or {})
 
 
@@ -170,10 +170,38 @@ def fit_minuit(likelihood: BinnedLikelihood, start=None, strict: bool = True, st
     if hesse and m.valid:
         m.hesse()
     valid, status = _minuit_status(m)
+    details = {"edm": m.fmin.edm, "n_gradient_calls": m.ngrad, **({"fixed": fixed} if fixed else {})}
+    undetermined = _undetermined_mass(likelihood, np.array(m.values), fixed)
+    if valid and undetermined:
+        status += "; " + undetermined
+        details["mass_undetermined"] = True
     covariance = np.array(m.covariance) if m.covariance is not None else np.full((len(p0),) * 2, np.nan)
-    result = _result(likelihood, "minuit", np.array(m.values), covariance, m.fval, valid, status, m.nfcn,
-                     {"edm": m.fmin.edm, "n_gradient_calls": m.ngrad})
+    result = _result(likelihood, "minuit", np.array(m.values), covariance, m.fval, valid, status, m.nfcn, details,
+                     n_fixed=len(fixed))
     return _finish(result, strict)
+
+
+#: Above this multiple of the templates' largest |t| the lepton-like running is linear in t to
+#: ~1 % (Dalpha_had = K M B(z), z = -t/M, B = z/15 - z^2/140 + ...: the second term is 0.107 z of
+#: the first), and the data no longer determine M.
+MASS_LINEAR_RATIO = 10.0
+
+
+def _undetermined_mass(likelihood, values, fixed) -> str:
+    """A note when a lepton-like fit ran to M above MASS_LINEAR_RATIO times the templates' largest
+    |t|: along M -> infinity the cost tends to that of linear running, -K t / 15, so a sample
+    whose fluctuation prefers less curvature than the truth puts its minimum far out there, and
+    the linearized errors of M and a_mu^HLO no longer describe the spread (toys show it)."""
+    family = likelihood.templates.family
+    if not family.lepton_like or "M_gev2" in fixed:
+        return ""
+    mass = float(values[likelihood.names.index("M_gev2")])
+    largest_t = float(np.max(-likelihood.templates.nominal.node_t_gev2))
+    if not mass > MASS_LINEAR_RATIO * largest_t:
+        return ""
+    return (f"M_gev2 = {mass:.4g} is over {MASS_LINEAR_RATIO:g} times the templates' largest |t| = {largest_t:.3g} GeV^2: "
+            "the running is linear in t there and M is not determined; the errors of M and a_mu^HLO are not "
+            "reliable (fix M_gev2 to fit K alone)")
 
 
 def expected_covariance(likelihood: BinnedLikelihood, p) -> np.ndarray:

@@ -115,8 +115,12 @@ class FitResult:
         return self.covariance[:k, :k].copy()
 
     def correlation(self, a: str, b: str) -> float:
+        """Correlation coefficient of parameters a and b; NaN if one was held fixed (no variance)."""
         i, j = self.names.index(a), self.names.index(b)
-        return float(self.covariance[i, j] / math.sqrt(self.covariance[i, i] * self.covariance[j, j]))
+        variances = self.covariance[i, i] * self.covariance[j, j]
+        if not variances > 0:
+            return math.nan
+        return float(self.covariance[i, j] / math.sqrt(variances))
 
     @property
     def amu(self) -> AmuResult:
@@ -135,7 +139,7 @@ class FitResult:
             "cost": self.cost, "ndof": self.ndof, "n_calls": self.n_calls,
             "model": self.family.prototype.name,
         }
-        if len(self.hadronic_names) == 2:
+        if len(self.hadronic_names) == 2 and math.isfinite(self.correlation(*self.hadronic_names)):
             out["correlation_" + "_".join(self.hadronic_names)] = self.correlation(*self.hadronic_names)
         if self.valid:
             out.update(self.amu.to_dict())

@@ -4,8 +4,10 @@ What to use when: `run_toys(templates, luminosity_inv_nb, n_toys, seed)` answers
 on a_mu^HLO does this luminosity give, and are the fit's errors right?". It fits the Asimov
 data set (the expected histogram itself: closure, and the expected statistical error), then
 `n_toys` Poisson fluctuations of it, and reports pulls (fitted - true) / error of K, M and
-a_mu^HLO and the 68 % coverage of the a_mu^HLO error. `ToyResult.to_dict()` is the JSON of
-`muone toys`.
+a_mu^HLO and the 68 % coverage of the a_mu^HLO error. `n_mass_undetermined` counts the toys whose
+lepton-like fit ran to M far above the templates' |t| range, where M is not determined and the
+a_mu^HLO error is not reliable (`systematics.fit.MASS_LINEAR_RATIO`); fitting with
+fixed={"M_gev2": ...} avoids them. `ToyResult.to_dict()` is the JSON of `muone toys`.
 
 Toy k draws its counts with `np.random.default_rng(fastsim.rng.derive_seed(seed, k))`, so any
 toy can be redone alone (`first_toy`), and results do not depend on `workers` (processes, each
@@ -50,6 +52,7 @@ class ToyResult:
     valid: np.ndarray
     asimov: dict
     settings: dict = field(default_factory=dict)
+    mass_undetermined: np.ndarray | None = None
 
     @property
     def n_toys(self) -> int:
@@ -59,10 +62,17 @@ class ToyResult:
     def n_failed(self) -> int:
         return int(np.count_nonzero(~self.valid))
 
+    @property
+    def fixed(self) -> dict:
+        """{name: value} of the parameters held fixed in every fit (`fixed` of the fit options)."""
+        return dict(self.settings.get("fit_options", {}).get("fixed") or {})
+
     def pulls(self, name: str) -> np.ndarray:
         """(fitted - true) / fitted error of `name` ("amu" for a_mu^HLO) over the valid toys."""
         if name == "amu":
             return ((self.amu - self.amu_true) / self.amu_error)[self.valid]
+        if name in self.fixed:
+            raise ValueError(f"{name} was held fixed at {self.fixed[name]!r} in the fits: it has no pulls")
         i = self.names.index(name)
         return ((self.values[:, i] - self.truth[name]) / self.errors[:, i])[self.valid]
 
@@ -79,11 +89,15 @@ class ToyResult:
             "amu_stat_error_mean": float(np.mean(self.amu_error[self.valid])),
             "pull_mean": float(np.mean(pulls)), "pull_std": float(np.std(pulls, ddof=1)),
             "coverage_68": self.coverage("amu"), "coverage_expected": _COVERAGE_1SIGMA,
+            "n_mass_undetermined": int(np.count_nonzero(self.mass_undetermined)) if self.mass_undetermined is not None else 0,
             "asimov_amu": self.asimov["amu"], "asimov_amu_error": self.asimov["amu_error"],
             "truth": dict(self.truth),
             "parameters": {},
         }
         for name in self.names:
+            if name in self.fixed:
+                out["parameters"][name] = {"fixed": self.fixed[name]}
+                continue
             p = self.pulls(name)
             out["parameters"][name] = {"pull_mean": float(np.mean(p)), "pull_std": float(np.std(p, ddof=1)),
                                        "coverage_68": float(np.mean(np.abs(p) <= 1.0)),
@@ -113,7 +127,7 @@ def _fit_block(seed: int, toys: range):
         toy_seed = derive_seed(seed, toy)
         counts = np.random.default_rng(toy_seed).poisson(expected).astype(np.float64)
         row = {"seed": toy_seed, "values": np.full(n_par, np.nan), "errors": np.full(n_par, np.nan),
-               "amu": math.nan, "amu_error": math.nan, "valid": False}
+               "amu": math.nan, "amu_error": math.nan, "valid": False, "mass_undetermined": False}
         if counts.sum() > 0:
             likelihood.set_counts(counts)
             try:
@@ -124,7 +138,8 @@ def _fit_block(seed: int, toys: range):
                 model = family.model(result.theta)
                 gradient = amu_hlo_gradient(model)
                 row.update(values=result.values, errors=result.errors, amu=amu_hlo(model),
-                           amu_error=math.sqrt(float(gradient @ result.theta_covariance @ gradient)), valid=True)
+                           amu_error=math.sqrt(float(gradient @ result.theta_covariance @ gradient)), valid=True,
+                           mass_undetermined=result.details.get("mass_undetermined", False))
         rows.append(row)
     return rows
 
@@ -189,6 +204,7 @@ def run_toys(templates, luminosity_inv_nb: float, n_toys: int, seed: int, truth=
         values=np.array([r["values"] for r in rows]), errors=np.array([r["errors"] for r in rows]),
         amu=np.array([r["amu"] for r in rows]), amu_error=np.array([r["amu_error"] for r in rows]),
         valid=np.array([r["valid"] for r in rows]), asimov=asimov_summary,
+        mass_undetermined=np.array([r["mass_undetermined"] for r in rows]),
         settings={"seed": seed, "first_toy": first_toy, "normalization": normalization,
                   "luminosity_error_rel": luminosity_error_rel, "cost": cost, "workers": workers,
                   "templates": templates.describe(), "fit_options": dict(fit_options)},

@@ -73,6 +73,28 @@ def test_histogram_and_fit_closure(simulated, tmp_path, capsys):
     assert result["amu"] == pytest.approx(688.99e-10, rel=1e-4)
 
 
+def test_fit_and_toys_with_a_fixed_parameter(simulated, tmp_path, capsys):
+    binning = ["--theta-e-bins", "8", "0.001", "0.025", "--theta-mu-bins", "6", "0.0003", "0.0047"]
+    histogram = tmp_path / "short_run.json"
+    run_json(capsys, ["histogram", str(simulated), "--luminosity-inv-nb", "5000", "--seed", "1", *binning,
+                      "--output", str(histogram), "--json"])
+    fit = ["fit", "--data", str(histogram), "--templates", str(simulated)]
+    result = run_json(capsys, [*fit, "--fix", "M_gev2=0.0525", "--json"])
+    assert result["valid"] and result["parameters"]["M_gev2"] == 0.0525 and result["errors"]["M_gev2"] == 0.0
+    assert main([*fit, "--fix", "M_gev2=0.0525"]) == 0
+    assert "M_gev2 = 0.0525 (fixed)" in capsys.readouterr().out
+    for option, message in (("M_gev2", "--fix 'M_gev2' is not NAME=VALUE with a number"),
+                            ("M_gev2=abc", "--fix 'M_gev2=abc' is not NAME=VALUE"),
+                            ("M=0.05", "fixed parameter 'M' is not one of ['K', 'M_gev2', 'norm']"),
+                            ("M_gev2=-1", "M_gev2 = -1.0 is outside the allowed range (0.0, inf)")):
+        assert message in error_line(capsys, [*fit, "--fix", option])
+    assert "--fix needs --method minuit" in error_line(capsys, [*fit, "--fix", "M_gev2=0.05", "--method", "grid"])
+    assert "gives 'K' twice" in error_line(capsys, [*fit, "--fix", "K=0.1", "--fix", "K=0.2"])
+    toys = run_json(capsys, ["toys", "--templates", str(simulated), "--luminosity-inv-nb", "5000", "--toys", "5",
+                             "--seed", "3", *binning, "--fix", "M_gev2=0.0525", "--json"])
+    assert toys["parameters"]["M_gev2"] == {"fixed": 0.0525} and toys["n_failed"] == 0
+
+
 def test_toys_json_keys(simulated, capsys):
     payload = run_json(capsys, ["toys", "--templates", str(simulated), "--luminosity-inv-nb", "1e6", "--toys", "20",
                                 "--seed", "3", "--theta-e-bins", "8", "0.001", "0.025", "--theta-mu-bins", "6", "0.0003",

@@ -132,6 +132,31 @@ def test_cost_rises_past_the_pole_of_the_running(template):
     assert np.all(np.diff(costs) > 0) and np.all(np.array(slopes) > 0)
 
 
+def test_fit_with_the_mass_fixed(template, asimov):
+    free = fit_histogram(asimov, template)
+    fixed = fit_histogram(asimov, template, fixed={"M_gev2": 0.0525})
+    assert fixed.valid and fixed.ndof == free.ndof + 1
+    assert fixed.parameters["K"] == pytest.approx(0.13724, abs=1e-3 * fixed.errors[0])
+    assert fixed.parameter_errors["M_gev2"] == 0.0 and fixed.details["fixed"] == {"M_gev2": 0.0525}
+    # K alone is known far better than with M free (their correlation is about -0.9)
+    assert fixed.errors[0] < 0.5 * free.errors[0]
+    assert np.isnan(fixed.correlation("K", "M_gev2")) and "correlation_K_M_gev2" not in fixed.to_dict()
+    assert fixed.amu.error < free.amu.error
+    with pytest.raises(ValueError, match="fixed parameter 'M' is not one of"):
+        fit_histogram(asimov, template, fixed={"M": 0.05})
+
+
+def test_a_mass_far_above_the_measured_t_range_is_flagged(template):
+    # data with nearly linear running (M = 1e3 GeV^2 >> |t| <= 0.143): the fit finds it, but M is
+    # not determined there, and the status says so
+    data = template.histogram((0.13724, 1e3), FULL_INV_NB)
+    result = fit_histogram(data, template, start=(0.13724, 1e3))
+    assert result.valid and result.details["mass_undetermined"]
+    assert "is over 10 times the templates' largest |t| = 0.143 GeV^2" in result.status
+    reference = fit_histogram(template.histogram(None, FULL_INV_NB), template)
+    assert "mass_undetermined" not in reference.details and "largest |t|" not in reference.status
+
+
 def test_fit_with_a_nuisance_parameter(sample, binning, template):
     from systematics.likelihood import BinnedLikelihood
     from systematics.templates import Template, TemplateSample, TemplateSet

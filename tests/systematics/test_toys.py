@@ -55,6 +55,16 @@ def test_toys_can_be_redone_alone_and_do_not_depend_on_workers(coarse, toys):
     np.testing.assert_array_equal(parallel.amu, toys.amu[17:23])
 
 
+def test_toys_with_the_mass_fixed(coarse):
+    toys = run_toys(coarse, LUMINOSITY_INV_NB, 20, seed=5, fixed={"M_gev2": 0.0525})
+    summary = toys.summary()
+    assert toys.n_failed == 0 and summary["n_mass_undetermined"] == 0
+    assert summary["parameters"]["M_gev2"] == {"fixed": 0.0525}
+    assert np.isfinite(summary["parameters"]["K"]["pull_std"])
+    with pytest.raises(ValueError, match="M_gev2 was held fixed at 0.0525 in the fits: it has no pulls"):
+        toys.pulls("M_gev2")
+
+
 def test_bad_toy_inputs(coarse):
     with pytest.raises(ValueError, match="luminosity_inv_nb = 0.0 is outside"):
         run_toys(coarse, 0.0, 10, seed=1)
