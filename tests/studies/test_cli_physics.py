@@ -44,6 +44,13 @@ def test_amu_json(capsys):
 def test_amu_pol2_and_table(capsys, tmp_path):
     status, out, _ = run(capsys, "amu", "--had-model", "pol2", "--c1", "-0.009", "--c2", "0", "--json")
     assert status == 0 and json.loads(out)["hadronic"]["model"] == "pol2"
+    # a quadratic term that takes over beyond the measured range: the integral is dominated by the
+    # extrapolation (a_mu^HLO = -714e-10, fraction_in_range = -0.85), and the text output says so
+    status, out, _ = run(capsys, "amu", "--had-model", "pol2", "--c1", "-0.009057", "--c2", "-0.01364")
+    assert status == 0 and "fraction from x < x_max = 0.93609 (160.0 GeV): -0.8486" in out
+    assert "the model does not describe Dalpha_had there" in out
+    status, out, _ = run(capsys, "amu", "--had-model", "ll")
+    assert status == 0 and "note" not in out
     table = tmp_path / "table.csv"
     table.write_text("t_gev2,dalpha_had\n-0.001,1e-5\n-0.1,8e-4\n-10,1e-2\n")
     status, out, _ = run(capsys, "amu", "--had-table", str(table), "--json")

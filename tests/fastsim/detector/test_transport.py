@@ -206,8 +206,15 @@ def test_scatter_cli_json(capsys):
                  "--events", "50000", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     for key in ("theta0_highland_rad", "theta0_sim_rad", "pos_angle_correlation", "mean_energy_loss_gev",
-                "mean_energy_loss_error_gev"):
+                "mean_energy_loss_error_gev", "position_rms_cm"):
         assert key in result
+    assert main(["scatter", "--particle", "e", "--energy-gev", "5", "--material", "Si", "--thickness-cm", "0.064",
+                 "--events", "50000"]) == 0
+    text = capsys.readouterr().out
+    for label in ("theta0 Highland", "theta0 simulated", "position-angle correlation", "position RMS at the exit",
+                  "mean energy loss"):
+        assert label in text
+    assert f"{result['position_rms_cm']:.5g} cm" in text
 
 
 def _stub_keys(chunk, modules):
