@@ -573,8 +573,14 @@ def _report(summary: dict, output_dir: Path) -> Path:
         sections.append(("Pseudo-experiments", f"Not run: {summary['toys']['error']}\n"))
     elif summary.get("toys"):
         t = summary["toys"]["summary"]
-        sections.append(("Pseudo-experiments", markdown_table([{k: t.get(k) for k in (
-            "n_toys", "n_failed", "amu_mean", "amu_std", "amu_stat_error_mean", "pull_mean", "pull_std", "coverage_68")}])))
+        text = markdown_table([{k: t.get(k) for k in (
+            "n_toys", "n_failed", "n_mass_undetermined", "amu_mean", "amu_std", "amu_stat_error_mean", "pull_mean",
+            "pull_std", "coverage_68")}])
+        if t.get("n_mass_undetermined"):
+            text += (f"\n{t['n_mass_undetermined']} of the {t['n_toys']} toy fits ran to M far above the template's t "
+                     "range, where the running is linear in t and M is not determined: their a_mu^HLO errors are not "
+                     "reliable, and with them the pulls and the coverage above (see `systematics.fit.MASS_LINEAR_RATIO`).\n")
+        sections.append(("Pseudo-experiments", text))
     figures = "".join(image_link(name, caption) for caption, name in (
         ("2D (theta_e, theta_mu) distribution with the elastic curve", summary["plots"].get("angles_2d")),
         ("ratio to the no-hadronic-running prediction, with the fit", summary["plots"].get("running_ratio")),
