@@ -426,8 +426,8 @@ def _fit_failure_hint(result) -> str:
     free = [n for n in result.hadronic_names if result.errors[result.names.index(n)] != 0.0]
     if len(free) < 2:
         return ""
-    return (f"; a small sample may not constrain all of {free}: fit fewer parameters with --fix (for the "
-            "lepton-like model --fix M_gev2=0.0525 fits K alone), or use more luminosity")
+    return (f"; a small sample may not constrain all of {free}: fit fewer parameters with --method minuit --fix "
+            "(for the lepton-like model --fix M_gev2=0.0525 fits K alone), or use more luminosity")
 
 
 def binning_from_args(args):
@@ -560,7 +560,8 @@ def _run_toys(args):
                       **({"fixed": fixed} if fixed else {}))
     payload = result.to_dict()
     lines = [f"{key:>22s} = {payload[key]:.6g}" for key in
-             ("amu_true", "asimov_amu", "amu_mean", "amu_std", "amu_stat_error_mean", "pull_mean", "pull_std", "coverage_68")]
+             ("amu_true", "asimov_amu", "amu_mean", "amu_std", "amu_stat_error_mean", "pull_mean", "pull_std", "coverage_68",
+              "n_failed", "n_mass_undetermined")]
     print_result(args, payload, lines)
 
 
