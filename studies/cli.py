@@ -423,7 +423,7 @@ def fixed_parameters(args) -> dict:
 
 def _fit_failure_hint(result) -> str:
     """What to try after a failed fit of several hadronic parameters."""
-    free = [n for n in result.hadronic_names if result.errors[result.names.index(n)] != 0.0]
+    free = [n for n in result.hadronic_names if n not in result.details.get("fixed", {})]
     if len(free) < 2:
         return ""
     return (f"; a small sample may not constrain all of {free}: fit fewer parameters with --method minuit --fix "
@@ -505,7 +505,9 @@ def _run_fit(args):
     if fixed and args.method != "minuit":
         raise UsageError(f"--fix needs --method minuit (the {args.method} method fits every parameter)")
     template = Template(sample, data.binning)
-    options = {"seed": args.seed} if args.method == "mcmc" else {"fixed": fixed} if fixed else {}
+    options = {"seed": args.seed} if args.method == "mcmc" else {}
+    if fixed:
+        options["fixed"] = fixed
     result = fit_histogram(data, template, args.method, args.luminosity_inv_nb, args.normalization,
                            args.luminosity_error_rel, strict=False, **options)
     payload = result.to_dict()
@@ -556,8 +558,7 @@ def _run_toys(args):
     fixed = fixed_parameters(args)
     template = Template(sample, binning_from_args(args))
     result = run_toys(template, args.luminosity_inv_nb, args.toys, args.seed, normalization=args.normalization,
-                      luminosity_error_rel=args.luminosity_error_rel, workers=args.workers,
-                      **({"fixed": fixed} if fixed else {}))
+                      luminosity_error_rel=args.luminosity_error_rel, workers=args.workers, fixed=fixed)
     payload = result.to_dict()
     lines = [f"{key:>22s} = {payload[key]:.6g}" for key in
              ("amu_true", "asimov_amu", "amu_mean", "amu_std", "amu_stat_error_mean", "pull_mean", "pull_std", "coverage_68",

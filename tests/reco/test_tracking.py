@@ -2,6 +2,7 @@
 misalignment, and the geometry check."""
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -94,6 +95,7 @@ def test_pulls_have_mean_zero_and_width_one(clean_tracks):
 PAIR_MC_CROSSINGS = 100_000
 
 
+@functools.cache  # a station's modules share two (angle, spacing) pairs: one Monte Carlo each
 def _pair_correlation_mc(tan_alpha, spacing_cm, n=PAIR_MC_CROSSINGS):
     """Correlation of the residuals of a module's two sensors, by Monte Carlo over the crossing
     position with the digitization kernel (independent of the tracking's quadrature)."""
