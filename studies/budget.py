@@ -7,8 +7,9 @@
 (`systematics.bias.estimate_biases`) and writes into `output_dir`:
 
 - ``campaign-<hash>/shard-*.parquet``: the shard results (resumable);
-- ``systematics.json``: stat_error_amu and the biases (name, shift, delta_amu,
-  delta_amu_mc_error, required_precision, linearity, ...), and `not_applicable`: the chosen
+- ``systematics.json``: stat_error_amu, `fixed` (the hadronic parameters held at the generated
+  point in the fits), the biases (name, shift, delta_amu, delta_amu_mc_error,
+  required_precision, linearity, ...), and `not_applicable`: the chosen
   systematics that leave the configuration unchanged (e.g. a scale of a beam divergence that is
   0 in the preset), which are not run;
 - ``systematics.md``: the bias table; ``bias_budget.png``: the bias budget plot.
@@ -25,7 +26,7 @@ import numpy as np
 
 from fastsim.config import check_integer, check_range
 from systematics import catalogue
-from systematics.bias import LINEARITY_SIGMAS, bias_shard, estimate_biases
+from systematics.bias import LINEARITY_SIGMAS, bias_shard, check_fixed_names, estimate_biases, reference_family
 
 DEFAULT_SHARDS = 4
 
@@ -49,8 +50,9 @@ def run_systematics(chain_table: dict, events: int, seed: int, output_dir, only=
                     luminosity_inv_nb: float = 1.5e7, n_shards: int = DEFAULT_SHARDS, binning=None,
                     normalization: str = "free", threshold: float = 1.0 / 3.0, linearity: bool = True,
                     common_random_numbers: bool = True, n_workers=None, scheduler=None, dask_local=None,
-                    progress=None, chunk_size: int = 50_000) -> dict:
-    """Run a systematics campaign (see the module doc) and return its summary."""
+                    progress=None, chunk_size: int = 50_000, fixed=()) -> dict:
+    """Run a systematics campaign (see the module doc) and return its summary; `fixed` names
+    the hadronic parameters held at the reference point in the fits."""
     from reco.chain import ChainConfig
     from studies.campaign import Campaign
 
@@ -60,6 +62,7 @@ def run_systematics(chain_table: dict, events: int, seed: int, output_dir, only=
         raise ValueError(f"events = {events} is smaller than the number of shards ({n_shards})")
     check_range("luminosity_inv_nb", luminosity_inv_nb, 0.0, math.inf, low_open=True)
     config = ChainConfig.from_dict(chain_table)
+    fixed = check_fixed_names(fixed, reference_family(config))  # before the campaign, not after it
     custom = []
     for i, table in enumerate(custom_tables):
         systematic = catalogue.from_table(table, where=f"systematics[{i}]")
@@ -91,7 +94,8 @@ def run_systematics(chain_table: dict, events: int, seed: int, output_dir, only=
     keys = ["nominal", "gradient", "shifted"]
     per_shard = list(campaign.results(keys))
     totals = {key: sum(shard[key] for shard in per_shard) / n_shards for key in keys}
-    summary = estimate_biases(totals, per_shard, shifts, config, luminosity_inv_nb, normalization, threshold, custom)
+    summary = estimate_biases(totals, per_shard, shifts, config, luminosity_inv_nb, normalization, threshold, custom,
+                              fixed)
     summary.update({"events": events, "seed": seed, "n_shards": n_shards, "config_hash": config.hash,
                     "campaign": run.to_dict(), "common_random_numbers": common_random_numbers,
                     "not_applicable": not_applicable})
@@ -128,7 +132,8 @@ def _atomic_write(path: Path, text: str):
 def bias_table_markdown(summary: dict) -> str:
     """The bias table of a systematics summary as markdown (a_mu in 1e-10)."""
     lines = [f"Statistical error on a_mu^HLO at {summary['luminosity_inv_nb']:.3g} nb^-1: "
-             f"{summary['stat_error_amu'] * 1e10:.3f}e-10 (normalization {summary['normalization']}); "
+             f"{summary['stat_error_amu'] * 1e10:.3f}e-10 (normalization {summary['normalization']}"
+             + "".join(f", {name} fixed" for name in summary.get("fixed", [])) + "); "
              f"threshold {summary['threshold']:.3g} of it.", "",
              "| systematic | shift | delta a_mu (1e-10) | MC error (1e-10) | bias / stat | required precision | linearity |",
              "|---|---|---|---|---|---|---|"]

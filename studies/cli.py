@@ -607,6 +607,9 @@ def _configure_systematics(parser):
     parser.add_argument("--luminosity-inv-nb", type=float, default=1.5e7,
                         help="luminosity of the statistical error the biases are compared with (default 1.5e7)")
     parser.add_argument("--normalization", choices=["free", "fixed"], default="free", help="normalization in the fit")
+    parser.add_argument("--fix", action="append", default=[], metavar="NAME",
+                        help="hold a hadronic parameter at its generated value in the bias fits, e.g. --fix M_gev2 "
+                             "(as a study with fixed = {M_gev2 = ...}); repeatable")
     parser.add_argument("--threshold", type=float, default=1.0 / 3.0,
                         help="allowed bias as a fraction of the statistical error (default 1/3)")
     parser.add_argument("--no-linearity", action="store_true", help="only +1 sigma (no check at -2, -1, +2 sigma)")
@@ -639,8 +642,9 @@ def _run_systematics(args):
                               only=args.only, custom_tables=custom, luminosity_inv_nb=args.luminosity_inv_nb,
                               n_shards=args.shards, normalization=args.normalization, threshold=args.threshold,
                               linearity=not args.no_linearity, n_workers=args.workers, scheduler=args.scheduler,
-                              dask_local=args.dask_local, chunk_size=args.chunk_size)
-    lines = [f"stat. error on a_mu^HLO: {summary['stat_error_amu'] * 1e10:.4g}e-10 at {args.luminosity_inv_nb:.3g} nb^-1"]
+                              dask_local=args.dask_local, chunk_size=args.chunk_size, fixed=tuple(args.fix))
+    lines = [f"stat. error on a_mu^HLO: {summary['stat_error_amu'] * 1e10:.4g}e-10 at {args.luminosity_inv_nb:.3g} nb^-1"
+             + "".join(f", {name} fixed" for name in summary["fixed"])]
     lines += [f"{r['name']:<22s} {r['shift']:<12s} delta a_mu = {r['delta_amu'] * 1e10:+.4g} +- "
               f"{r['delta_amu_mc_error'] * 1e10:.2g} e-10   required precision {r['required_precision']:.3g}"
               for r in summary["biases"]]

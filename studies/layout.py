@@ -151,7 +151,8 @@ def hit_resolution_rad(geometry) -> float:
 
 def evaluate_layout(config, events: int = 20_000, seed: int = 1, luminosity_inv_nb: float | None = None,
                     beam_muons: float | None = None, binning=None, normalization: str = "free",
-                    electron_energy_gev: float = DEFAULT_ELECTRON_ENERGY_GEV, chunk_size: int = 50_000) -> dict:
+                    electron_energy_gev: float = DEFAULT_ELECTRON_ENERGY_GEV, chunk_size: int = 50_000,
+                    fixed=()) -> dict:
     """The row of one layout (see the module doc).
 
     Parameters
@@ -163,6 +164,8 @@ def evaluate_layout(config, events: int = 20_000, seed: int = 1, luminosity_inv_
         Exactly one: a fixed integrated luminosity (nb^-1, all targets), or the beam muons.
     binning : dict, optional
         {axis: [n, low, high]} (`systematics.bias.binning_from_dict`).
+    fixed : list of str
+        Hadronic parameters held at the generated point in the fits (`systematics.bias.LinearFit`).
     """
     from fastsim.detector.transport import geometry_targets
     from studies.study import luminosity_from_beam
@@ -178,7 +181,7 @@ def evaluate_layout(config, events: int = 20_000, seed: int = 1, luminosity_inv_
             "shifts": [list(s) for s in shifts]}
     shards = [bias_shard(task, derive_seed(seed, k), k) for k in range(N_SHARDS)]
     totals = {key: sum(s[key] for s in shards) / N_SHARDS for key in ("nominal", "gradient", "shifted")}
-    table = estimate_biases(totals, shards, shifts, config, luminosity, normalization)
+    table = estimate_biases(totals, shards, shifts, config, luminosity, normalization, fixed=fixed)
     row = table["biases"][0]
     amu = table["amu"]
     stat_rel = table["stat_error_amu"] / abs(amu)
@@ -195,7 +198,7 @@ def evaluate_layout(config, events: int = 20_000, seed: int = 1, luminosity_inv_
 
 def scan(base_config, spec: dict, events: int = 20_000, seed: int = 1, luminosity_inv_nb: float | None = None,
          beam_muons: float | None = None, binning=None, normalization: str = "free", grid: bool = True,
-         electron_energy_gev: float = DEFAULT_ELECTRON_ENERGY_GEV, progress: bool | None = None):
+         electron_energy_gev: float = DEFAULT_ELECTRON_ENERGY_GEV, progress: bool | None = None, fixed=()):
     """Evaluate every layout of `spec` (see the module doc); a pandas DataFrame, one row per
     layout: the scanned keys' values, then the columns of `evaluate_layout`. Every layout uses
     the same seed (common random numbers between layouts too)."""
@@ -211,7 +214,7 @@ def scan(base_config, spec: dict, events: int = 20_000, seed: int = 1, luminosit
     for values, config in tqdm(points, desc="layouts", unit="layout", disable=not show, file=sys.stderr):
         row = {key: values.get(key, math.nan) for key in keys}
         row.update(evaluate_layout(config, events, seed, luminosity_inv_nb, beam_muons, binning, normalization,
-                                   electron_energy_gev))
+                                   electron_energy_gev, fixed=fixed))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -254,7 +257,8 @@ def run_layout_study(study, output_dir, scheduler=None, dask_local=None, progres
     luminosity = settings.scan_luminosity_inv_nb or settings.luminosity_inv_nb
     beam_muons = None if luminosity is not None else settings.beam_muons
     frame = scan(study.chain, settings.scan, settings.events, settings.seed, luminosity, beam_muons, settings.binning,
-                 "fixed" if settings.normalization == "fixed" else "free", grid=False, progress=progress)
+                 "fixed" if settings.normalization == "fixed" else "free", grid=False, progress=progress,
+                 fixed=tuple(settings.fixed))
     records = frame.to_dict(orient="records")
     plots, sections, columns = {}, [], ["amu_stat_error_rel", "ms_resolution_rad", "hit_resolution_rad",
                                         "angular_resolution_rad", "delta_amu_per_10um", "delta_amu_per_10um_mc_error",

@@ -20,7 +20,9 @@ error scales exactly as 1 / sqrt(L). a_mu^HLO's error is grad(a_mu) . C . grad(a
 Which Dalpha_had. ``dalpha_had_stat_error_rel`` is the relative error of Dalpha_had(t_ref) of the
 fitted lepton-like model at t_ref, the largest |t| the selection accepts: the t of an elastic
 event at the lower theta_e cut (5 mrad by default: t_ref = -0.0297 GeV^2 at 160 GeV), where the
-signal is largest. Both K and M float (with the normalization if it is free), as in the fit.
+signal is largest. Both K and M float (with the normalization if it is free), as in the fit,
+unless the preset's ``fixed`` holds one of them: then it is held at the generated point and the
+errors are those of the others alone (smaller, and conditional on the fixed value).
 
 Number of stations. With the same beam on identical stations the luminosity grows with the
 number of targets: L(n) = L * n / n_ref (n_ref: the preset's ``experiment_stations``, or the
@@ -59,7 +61,8 @@ def reference_t_gev2(selection, beam_energy_gev: float, binning=None) -> float:
     return float(ElasticKinematics(beam_energy_gev).t_from_theta_e(theta_min))
 
 
-def stat_errors(template, luminosity_inv_nb: float, normalization: str = "free", t_ref_gev2: float | None = None) -> dict:
+def stat_errors(template, luminosity_inv_nb: float, normalization: str = "free", t_ref_gev2: float | None = None,
+                fixed=()) -> dict:
     """Expected statistical errors of the fit of `template`'s histogram at `luminosity_inv_nb`.
 
     Parameters
@@ -70,12 +73,15 @@ def stat_errors(template, luminosity_inv_nb: float, normalization: str = "free",
     normalization : {"free", "fixed"}
     t_ref_gev2 : float, optional
         Where Dalpha_had's error is given (see the module doc).
+    fixed : list of str
+        Hadronic parameters held at the generated point (error 0), as the fit's `fixed`.
 
     Returns
     -------
     dict
         amu, amu_stat_error, amu_stat_error_rel, errors of K, M_gev2 (and norm), the K-M
-        correlation and, with t_ref, dalpha_had, dalpha_had_stat_error, dalpha_had_stat_error_rel.
+        correlation (when both float) and, with t_ref, dalpha_had, dalpha_had_stat_error,
+        dalpha_had_stat_error_rel.
     """
     from systematics.bias import LinearFit
 
@@ -83,14 +89,15 @@ def stat_errors(template, luminosity_inv_nb: float, normalization: str = "free",
     normalization = check_choice("normalization", normalization, ("free", "fixed"))
     # Expected events per bin at 1 ub^-1 are the cross sections per bin in ub.
     nominal_ub, gradient_ub = template.expected_flat(None, 1.0 / INV_NB_TO_INV_UB, gradient=True)
-    fit = LinearFit(nominal_ub, gradient_ub, template.family, luminosity_inv_nb, normalization, template.beam_energy_gev)
+    fit = LinearFit(nominal_ub, gradient_ub, template.family, luminosity_inv_nb, normalization, template.beam_energy_gev,
+                    tuple(fixed))
     errors = fit.stat_errors
     n_had = len(template.family.names)
     covariance = fit.covariance[:n_had, :n_had]
-    out = {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "amu": fit.amu,
+    out = {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "fixed": list(fit.fixed), "amu": fit.amu,
            "amu_stat_error": errors["amu"], "amu_stat_error_rel": errors["amu"] / abs(fit.amu),
            "parameter_errors": {k: v for k, v in errors.items() if k != "amu"}}
-    if n_had == 2:
+    if n_had == 2 and not fit.fixed:
         out["correlation_K_M"] = float(covariance[0, 1] / math.sqrt(covariance[0, 0] * covariance[1, 1]))
     if t_ref_gev2 is not None:
         dalpha, gradient = template.family.at(np.array([t_ref_gev2])).evaluate(template.family.reference)
@@ -113,14 +120,14 @@ def systematic_error(biases) -> float | None:
 
 def projection_curves(template, luminosity_inv_nb: float, normalization: str, t_ref_gev2: float,
                       luminosities=None, stations=None, reference_stations: int = 1,
-                      systematic_amu: float | None = None) -> dict:
+                      systematic_amu: float | None = None, fixed=()) -> dict:
     """Relative errors over `luminosities` (nb^-1) and over `stations` at the luminosity
     luminosity_inv_nb * n / reference_stations (see the module doc)."""
     luminosities = [float(x) for x in (luminosities or DEFAULT_LUMINOSITIES_INV_NB)]
     stations = [int(n) for n in (stations or ())]
 
     def row(luminosity):
-        errors = stat_errors(template, luminosity, normalization, t_ref_gev2)
+        errors = stat_errors(template, luminosity, normalization, t_ref_gev2, fixed)
         out = {"luminosity_inv_nb": luminosity, "amu_stat_error_rel": errors["amu_stat_error_rel"],
                "dalpha_had_stat_error_rel": errors["dalpha_had_stat_error_rel"]}
         if systematic_amu is not None:
@@ -216,7 +223,7 @@ def projection_summary(study, bundle, lumi: dict, luminosities=None, stations=No
     settings = study.settings
     normalization = settings.normalization if settings.normalization != "constrained" else "free"
     template_luminosity = lumi["template_luminosity_inv_nb"]
-    errors = stat_errors(bundle.template, template_luminosity, normalization, bundle.t_ref_gev2)
+    errors = stat_errors(bundle.template, template_luminosity, normalization, bundle.t_ref_gev2, settings.fixed)
     systematic = systematic_error(biases)
     # The curves are in the experiment's luminosity; the template is scaled by the same factor.
     scale = template_luminosity / lumi["luminosity_inv_nb"]
@@ -224,7 +231,8 @@ def projection_summary(study, bundle, lumi: dict, luminosities=None, stations=No
                                                   or DEFAULT_LUMINOSITIES_INV_NB)]
     curves = projection_curves(bundle.template, template_luminosity, normalization, bundle.t_ref_gev2,
                                [x * scale for x in experiment_luminosities],
-                               stations or settings.projection_stations, lumi["experiment_stations"], systematic)
+                               stations or settings.projection_stations, lumi["experiment_stations"], systematic,
+                               settings.fixed)
     for row in curves["luminosity"] + curves["stations"]:
         row["luminosity_inv_nb"] /= scale
     goals = {}
@@ -242,6 +250,7 @@ def projection_summary(study, bundle, lumi: dict, luminosities=None, stations=No
             * (errors["dalpha_had_stat_error_rel"] / settings.goal_dalpha_had_stat_error_rel) ** 2}
     out = {"preset": study.name, "luminosity_inv_nb": lumi["luminosity_inv_nb"],
            "template_luminosity_inv_nb": template_luminosity, "normalization": normalization,
+           "fixed": dict(settings.fixed),
            "amu": errors["amu"], "amu_stat_error": errors["amu_stat_error"],
            "amu_stat_error_rel": errors["amu_stat_error_rel"], "dalpha_had": errors["dalpha_had"],
            "dalpha_had_stat_error": errors["dalpha_had_stat_error"],

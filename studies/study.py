@@ -22,7 +22,8 @@ selection) and optional ``[[systematics]]`` tables (custom systematics, see
   binning. (3) Pseudo-data: a Poisson draw of the templates' expectation at the study's
   luminosity (the MC sample sets the shape, the luminosity the counts; the draw uses numpy's
   generator seeded by `fastsim.rng.derive_seed`, as the toys do), fitted with `fit_method` to give
-  K, M and a_mu^HLO (`systematics.fit`). (4) The projection of the statistical errors versus
+  K, M and a_mu^HLO (`systematics.fit`), holding the ``fixed`` parameters (e.g. M where the
+  selected t range cannot determine it: quickstart, tr2023). (4) The projection of the statistical errors versus
   luminosity and stations (`studies.projection`). (5) Optionally `toys` pseudo-experiments
   (pulls) and the bias of each systematic of `systematics` (`systematics.bias`, common random
   numbers, `systematics_events` events per shard).
@@ -91,6 +92,11 @@ class StudySettings:
         {axis: [n_bins, low, high]} (`systematics.bias.binning_from_dict`).
     fit_method, normalization : str
         `systematics.fit.fit_histogram` options; luminosity_error_rel for "constrained".
+    fixed : dict
+        {name: value} of hadronic parameters held fixed (MINUIT only), e.g. {M_gev2 = 0.0525}
+        where the selected t range does not determine M. The fit and the toys hold them at the
+        value; the projection and the bias fits at the generated point, so their errors are
+        those of the free parameters alone.
     toys : int
         Pseudo-experiments for the pulls (0: none).
     systematics : tuple of str
@@ -126,6 +132,7 @@ class StudySettings:
     experiment_stations: int | None = None
     binning: dict | None = None
     fit_method: str = "minuit"
+    fixed: dict = field(default_factory=dict)
     normalization: str = "free"
     luminosity_error_rel: float | None = None
     toys: int = 0
@@ -158,6 +165,12 @@ class StudySettings:
         if self.experiment_stations is not None:
             check_integer("experiment_stations", self.experiment_stations, 2, 10_000)
         check_choice("fit_method", self.fit_method, FIT_METHODS)
+        if not isinstance(self.fixed, dict):
+            raise ValueError(f"fixed = {self.fixed!r} must be a table {{name = value}}, e.g. {{M_gev2 = 0.0525}}")
+        for name, value in self.fixed.items():
+            check_range(f"fixed.{name}", value)
+        if self.fixed and self.fit_method != "minuit":
+            raise ValueError(f"fixed = {self.fixed!r} needs fit_method = 'minuit' (not {self.fit_method!r})")
         check_choice("normalization", self.normalization, NORMALIZATIONS)
         if self.normalization == "constrained" and self.luminosity_error_rel is None:
             raise ValueError("normalization = 'constrained' needs luminosity_error_rel (e.g. 0.01)")
@@ -216,8 +229,24 @@ class Study:
         if not isinstance(custom, list):
             raise ValueError(f"{path}: systematics must be an array of tables ([[systematics]])")
         study = cls(Path(path).stem, str(path), settings, chain, tuple(custom))
+        study.check_fixed()
         study.check_systematics()
         return study
+
+    def check_fixed(self):
+        """ValueError for a fixed name that is not a hadronic parameter of the fitted family, a
+        value outside its physical range, or no parameter left free."""
+        from systematics.bias import check_fixed_names, reference_family
+
+        family = reference_family(self.chain)
+        check_fixed_names(self.settings.fixed, family)
+        theta = family.reference.copy()
+        for name, value in self.settings.fixed.items():
+            theta[family.names.index(name)] = value
+        try:
+            family.check(theta)
+        except ValueError as error:
+            raise ValueError(f"{self.source}: study.fixed: {error}") from None
 
     def check_systematics(self):
         """ValueError for an unknown systematic name or a custom one whose key does not exist."""
@@ -463,6 +492,7 @@ def run_biases(study: Study, lumi: dict, output_dir, scheduler=None, dask_local=
                            custom_tables=study.custom_systematics,
                            luminosity_inv_nb=lumi["template_luminosity_inv_nb"], n_shards=settings.systematics_shards,
                            binning=settings.binning, normalization="fixed" if settings.normalization == "fixed" else "free",
+                           fixed=tuple(settings.fixed),
                            linearity=settings.linearity, n_workers=settings.workers if local else None,
                            scheduler=scheduler, dask_local=dask_local, progress=progress,
                            chunk_size=min(settings.chunk_size, settings.systematics_events))
@@ -533,18 +563,22 @@ def _report(summary: dict, output_dir: Path) -> Path:
     sections.append(("Cut flow", "Weights are ub per target electron, summed over the generated events "
                      "(first-station events have no incoming track and fail golden_muon).\n\n" + tables["cutflow.md"]))
     fit = summary["fit"]
-    rows = [{"parameter": name, "value": fit["parameters"][name], "error": fit["errors"][name],
+    fixed = settings.get("fixed") or {}
+    rows = [{"parameter": name, "value": fit["parameters"][name], "error": "fixed" if name in fixed else fit["errors"][name],
              "generated": summary["generated"].get(name)} for name in fit["names"]]
     rows.append({"parameter": "a_mu^HLO x 1e10", "value": fit.get("amu_1e10"), "error": fit.get("amu_error_1e10"),
                  "generated": summary["generated"]["amu"] * 1e10})
     tables["fit.md"] = markdown_table(rows)
     proj = summary["projection"]
-    fit_text = (f"Fit ({fit['method']}, normalization {settings['normalization']}) of the pseudo-data: "
+    held = "".join(f", {name} fixed at {value:g}" for name, value in fixed.items())
+    fit_text = (f"Fit ({fit['method']}, normalization {settings['normalization']}{held}) of the pseudo-data: "
                 f"valid = {fit['valid']} ({fit['status']}); a_mu^HLO = ({fit.get('amu_1e10', math.nan):.2f} +- "
                 f"{fit.get('amu_error_1e10', math.nan):.2f}) 1e-10, {fit.get('fraction_in_range', math.nan) * 100:.1f} % of "
                 f"the integral inside the measured range.\n\n" + tables["fit.md"]
                 + f"\nExpected (Asimov) statistical error: a_mu^HLO {proj['amu_stat_error_rel'] * 100:.3g} %, "
-                  f"Dalpha_had(t_ref = {proj['t_ref_gev2']:.4g} GeV^2) {proj['dalpha_had_stat_error_rel'] * 100:.3g} %.\n")
+                  f"Dalpha_had(t_ref = {proj['t_ref_gev2']:.4g} GeV^2) {proj['dalpha_had_stat_error_rel'] * 100:.3g} %"
+                + (f" ({', '.join(fixed)} held at the generated value: the errors of the free parameters alone, "
+                   "conditional on it).\n" if fixed else ".\n"))
     sections.append(("Fit", fit_text))
     if summary.get("cross_sections"):
         xs = summary["cross_sections"]
@@ -650,9 +684,10 @@ def _run_measurement(study: Study, output_dir: Path, scheduler, dask_local, prog
     luminosity = lumi["template_luminosity_inv_nb"]
     template = bundle.template
     data = pseudo_data(template, luminosity, settings.seed)
+    fixed = {"fixed": dict(settings.fixed)} if settings.fixed else {}
     fit = fit_histogram(data, template, method=settings.fit_method, luminosity_inv_nb=luminosity,
                         normalization=settings.normalization, luminosity_error_rel=settings.luminosity_error_rel,
-                        strict=False)
+                        strict=False, **fixed)
     family = template.family
     generated = dict(zip(family.names, family.reference.tolist()))
     generated.update(norm=1.0, amu=amu_hlo(family.prototype))
@@ -668,12 +703,13 @@ def _run_measurement(study: Study, output_dir: Path, scheduler, dask_local, prog
     if settings.toys:
         try:
             toys = run_toys(template, luminosity, settings.toys, derive_seed(settings.seed, TOYS_LABEL),
-                            normalization="fixed" if settings.normalization == "fixed" else "free")
+                            normalization="fixed" if settings.normalization == "fixed" else "free", **fixed)
         except FitError as error:  # the Asimov fit of a too-small template sample: reported, not used
             summary["toys"] = {"n_toys": settings.toys, "error": str(error)}
         else:
             summary["toys"] = {"n_toys": settings.toys, "summary": toys.summary(),
-                               "pulls": {name: toys.pulls(name).tolist() for name in ("K", "M_gev2", "amu")}}
+                               "pulls": {name: toys.pulls(name).tolist() for name in (*family.names, "amu")
+                                         if name not in settings.fixed}}
     if settings.systematics:
         summary["biases"] = run_biases(study, lumi, output_dir, scheduler, dask_local, progress)
     summary["projection"] = projection_summary(study, bundle, lumi,

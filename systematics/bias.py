@@ -161,6 +161,18 @@ def bias_shard(config: dict, shard_seed: int, shard_index: int) -> dict:
 # --- the linear fit -----------------------------------------------------------------------------
 
 
+def check_fixed_names(fixed, family) -> tuple:
+    """The names of `fixed` (a list of names, or the fit's {name: value}) as a tuple; ValueError
+    for a name that is not a hadronic parameter of `family`, or when none would be left free."""
+    names = tuple(fixed or ())
+    for name in names:
+        if name not in family.names:
+            raise ValueError(f"fixed parameter {name!r} is not one of the hadronic parameters {list(family.names)}")
+    if names and set(family.names) <= set(names):
+        raise ValueError(f"fixed = {list(names)} leaves no hadronic parameter free")
+    return names
+
+
 @dataclass(frozen=True, eq=False)
 class LinearFit:
     """The fit of histograms near the nominal one, in linear form (see the module doc).
@@ -175,6 +187,9 @@ class LinearFit:
     luminosity_inv_nb : float
     normalization : "free" or "fixed"
     beam_energy_gev : float
+    fixed : tuple of str
+        Hadronic parameters held at the reference point (the fit's `fixed`): they get zero
+        shift and zero variance, and the others are fitted alone.
     """
 
     nominal: np.ndarray
@@ -183,26 +198,31 @@ class LinearFit:
     luminosity_inv_nb: float
     normalization: str = "free"
     beam_energy_gev: float = 160.0
+    fixed: tuple = ()
     _solve: np.ndarray = field(init=False, repr=False)
     covariance: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
         check_range("luminosity_inv_nb", self.luminosity_inv_nb, 0.0, math.inf, low_open=True)
         check_choice("normalization", self.normalization, ("free", "fixed"))
+        object.__setattr__(self, "fixed", check_fixed_names(self.fixed, self.family))
         used = self.nominal > 0
         if not np.any(used):
             raise ValueError("the nominal histogram is empty: no selected event in the binning")
         scale = self.luminosity_inv_nb * 1e3  # nb^-1 -> ub^-1
-        columns = [g[used] for g in self.gradient]
+        free = [i for i, name in enumerate(self.family.names) if name not in self.fixed]
+        columns = [self.gradient[i][used] for i in free]
         if self.normalization == "free":
+            free.append(len(self.family.names))
             columns.append(self.nominal[used])
         jacobian = scale * np.array(columns).T
         weights = 1.0 / (scale * self.nominal[used])
         fisher = jacobian.T @ (weights[:, None] * jacobian)
-        covariance = np.linalg.inv(fisher)
+        covariance = np.zeros((len(self.names),) * 2)
+        covariance[np.ix_(free, free)] = np.linalg.inv(fisher)
         object.__setattr__(self, "covariance", covariance)
-        solve = np.zeros((len(columns), self.nominal.size))
-        solve[:, used] = covariance @ (jacobian.T * weights) * scale
+        solve = np.zeros((len(self.names), self.nominal.size))
+        solve[np.ix_(free, np.flatnonzero(used))] = covariance[np.ix_(free, free)] @ (jacobian.T * weights) * scale
         object.__setattr__(self, "_solve", solve)
 
     @property
@@ -265,7 +285,7 @@ def _batch_error(per_shard) -> float:
 
 
 def estimate_biases(totals: dict, per_shard: list, shifts: list, chain_config, luminosity_inv_nb: float,
-                    normalization: str = "free", threshold: float = DEFAULT_THRESHOLD, custom=()) -> dict:
+                    normalization: str = "free", threshold: float = DEFAULT_THRESHOLD, custom=(), fixed=()) -> dict:
     """The bias table from summed shard results (`totals`: sums over the shards of the task's
     arrays, divided by the number of shards) and the per-shard differences.
 
@@ -276,11 +296,13 @@ def estimate_biases(totals: dict, per_shard: list, shifts: list, chain_config, l
     per_shard : list of dict
         Each shard's "nominal" and "shifted" (for the Monte Carlo error), in shard order.
     shifts : list of (name, n_sigma)
+    fixed : list of str
+        Hadronic parameters held at the reference point in the fits (`LinearFit`).
     """
     threshold = check_range("threshold", threshold, 0.0, 1.0, low_open=True)
     family = reference_family(chain_config)
     fit = LinearFit(totals["nominal"], totals["gradient"], family, luminosity_inv_nb, normalization,
-                    chain_config.generator.beam.mean_energy_gev)
+                    chain_config.generator.beam.mean_energy_gev, tuple(fixed))
     errors = fit.stat_errors
     n_shards = len(per_shard)
     systematics = {s.name: s for s in custom}
@@ -305,6 +327,6 @@ def estimate_biases(totals: dict, per_shard: list, shifts: list, chain_config, l
         rows.append(BiasRow(name, n_sigma, systematic.shift_label(n_sigma), systematic.sigma,
                             total.get("K", math.nan), total.get("M_gev2", math.nan), total["amu"], mc_error,
                             required, linearity, systematic.reference))
-    return {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "amu": fit.amu,
+    return {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "fixed": list(fit.fixed), "amu": fit.amu,
             "stat_error_amu": errors["amu"], "stat_errors": errors, "threshold": threshold,
             "n_shards": n_shards, "biases": [row.to_dict() for row in rows]}

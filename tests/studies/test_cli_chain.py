@@ -140,6 +140,16 @@ def test_bad_inputs(tmp_path, capsys):
                                             "--only", "nosuch", "--output", str(tmp_path)])
 
 
+def test_systematics_command_with_a_fixed_mass(tmp_path, capsys):
+    command = ["systematics", "--preset", "run2025", "--events", "600", "--seed", "1", "--only", "ms_scale",
+               "--no-linearity", "--workers", "0", "--shards", "2", "--output", str(tmp_path)]
+    result = run_json(capsys, command + ["--fix", "M_gev2", "--json"])
+    assert result["fixed"] == ["M_gev2"] and result["stat_errors"]["M_gev2"] == 0.0
+    assert [row["delta_M_gev2"] for row in result["biases"]] == [0.0]
+    assert "M_gev2 fixed" in (tmp_path / "systematics.md").read_text()
+    assert "'mass' is not one of the hadronic parameters" in error_line(capsys, command + ["--fix", "mass"])
+
+
 def test_project_and_study_commands(tmp_path, capsys):
     result = run_json(capsys, ["project", "--preset", "quickstart", "--events", "4000", "--seed", "2", "--json"])
     assert 0 < result["amu_stat_error_rel"] and 0 < result["dalpha_had_stat_error_rel"]

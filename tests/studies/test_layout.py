@@ -67,3 +67,14 @@ def test_objective(base):
     # modules pushed beyond the station's length: an invalid layout, +inf for an optimizer
     assert objective({"geometry.stations.*.modules.*.z_cm": 1.5}, base, events=1000, luminosity_inv_nb=1e5,
                      mode="scale") == math.inf
+
+
+def test_fixed_mass_shrinks_the_errors(base):
+    from studies.layout import evaluate_layout
+
+    free = evaluate_layout(base, events=1000, seed=4, luminosity_inv_nb=1e5)
+    fixed = evaluate_layout(base, events=1000, seed=4, luminosity_inv_nb=1e5, fixed=("M_gev2",))
+    assert fixed["M_stat_error_gev2"] == 0.0 and free["M_stat_error_gev2"] > 0.0
+    # holding a parameter at its true value can only shrink the (Gaussian) error of a_mu
+    assert fixed["amu_stat_error"] < free["amu_stat_error"]
+    assert fixed["K_stat_error"] < free["K_stat_error"]

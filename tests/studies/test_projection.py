@@ -49,6 +49,25 @@ def test_fisher_errors_match_an_asimov_minuit_fit(bundle):
     assert fit.amu.error == pytest.approx(expected["amu_stat_error"], rel=0.05)
 
 
+def test_fixed_mass_errors_are_those_of_k_alone(bundle):
+    _, b = bundle
+    luminosity = 2e5
+    free = stat_errors(b.template, luminosity, "free", b.t_ref_gev2)
+    fixed = stat_errors(b.template, luminosity, "free", b.t_ref_gev2, fixed=("M_gev2",))
+    assert fixed["parameter_errors"]["M_gev2"] == 0.0
+    assert "correlation_K_M" not in fixed and "correlation_K_M" in free
+    assert fixed["parameter_errors"]["K"] < free["parameter_errors"]["K"]
+    # At fixed M, a_mu^HLO and Dalpha_had(t) are both proportional to K: one relative error.
+    k_rel = fixed["parameter_errors"]["K"] / b.template.family.reference[0]
+    assert fixed["amu_stat_error_rel"] == pytest.approx(k_rel, rel=1e-9)
+    assert fixed["dalpha_had_stat_error_rel"] == pytest.approx(k_rel, rel=1e-9)
+    mass = float(b.template.family.reference[1])
+    fit = fit_histogram(b.template.histogram(None, luminosity), b.template, luminosity_inv_nb=luminosity,
+                        fixed={"M_gev2": mass})
+    assert fit.errors[0] == pytest.approx(fixed["parameter_errors"]["K"], rel=0.05)
+    assert fit.amu.error == pytest.approx(fixed["amu_stat_error"], rel=0.05)
+
+
 def test_reference_t_is_the_elastic_t_at_the_lowest_theta_e(bundle):
     study, b = bundle
     # REFERENCE.md: E_e = m_e (1 + r^2 c^2) / (1 - r^2 c^2), r = p / (E + m_e), t = 2 m_e (m_e - E_e)

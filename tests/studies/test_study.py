@@ -31,6 +31,8 @@ def test_every_preset_is_shipped_and_loads():
         study = Study.load(name)
         assert study.settings.description
         assert study.chain.hash
+    # the main job fits K alone (its t range does not determine M); test_measurement_writes_report checks it
+    assert Study.load("quickstart").settings.fixed == {"M_gev2": 0.0525}
 
 
 @pytest.fixture(scope="module", params=MEASUREMENTS)
@@ -67,6 +69,17 @@ def test_measurement_writes_report(measurement):
     for png in on_disk["plots"].values():
         assert f"]({png})" in report
         check_png(out / png)
+    fixed = Study.load(name).settings.fixed
+    for parameter, value in fixed.items():
+        assert on_disk["fit"]["parameters"][parameter] == value
+        assert on_disk["projection"]["parameter_errors"][parameter] == 0.0
+        assert f"{parameter} fixed at {value:g}" in report
+        if toys:
+            assert parameter not in on_disk["toys"]["pulls"]
+            assert toys["parameters"][parameter] == {"fixed": value}
+        if "biases" in on_disk:
+            assert parameter in on_disk["biases"]["fixed"]
+            assert all(row[f"delta_{parameter}"] == 0.0 for row in on_disk["biases"]["biases"])
     if Study.load(name).settings.systematics:
         biases = on_disk["biases"]["biases"]
         skipped = {row["name"] for row in on_disk["biases"]["not_applicable"]}
@@ -135,6 +148,12 @@ def write_preset(tmp_path, study_table: str, chain: str = 'geometry = "tr2023"\n
     ('luminosity_inv_nb = 1e3\nsystematics = ["no_such_effect"]', "no_such_effect"),
     ('luminosity_inv_nb = 1e3\nfit_method = "guess"', "fit_method"),
     ('luminosity_inv_nb = 1e3\nkind = "layout_scan"', "study.scan"),
+    ('luminosity_inv_nb = 1e3\nfixed = 0.05', "study.fixed = 0.05 has the wrong type; expected dict"),
+    ('luminosity_inv_nb = 1e3\nfixed = { mass = 0.05 }', "'mass' is not one of the hadronic parameters"),
+    ('luminosity_inv_nb = 1e3\nfixed = { M_gev2 = -0.05 }', r"M_gev2 = -0.05 is outside the allowed range"),
+    ('luminosity_inv_nb = 1e3\nfixed = { M_gev2 = "heavy" }', "fixed.M_gev2"),
+    ('luminosity_inv_nb = 1e3\nfixed = { K = 0.1, M_gev2 = 0.05 }', "leaves no hadronic parameter free"),
+    ('luminosity_inv_nb = 1e3\nfixed = { M_gev2 = 0.05 }\nfit_method = "grid"', "needs fit_method = 'minuit'"),
 ])
 def test_bad_presets(tmp_path, study_table, message):
     with pytest.raises(ValueError, match=message):

@@ -81,6 +81,27 @@ def test_linear_fit_agrees_with_the_minuit_fit_of_the_shifted_histogram():
     assert linear["K"] == pytest.approx(full.values[0] - asimov.values[0], rel=0.02)
     assert fit.stat_errors["amu"] == pytest.approx(asimov.amu.error, rel=1e-3)
 
+    # The same with M held at its reference value: K alone absorbs the shift.
+    fixed = {"M_gev2": float(fit.family.reference[1])}
+    fit_k = LinearFit(shard["nominal"], shard["gradient"], fit.family, luminosity, fixed=tuple(fixed))
+    asimov_k = fit_histogram(expected, template, luminosity_inv_nb=luminosity, fixed=fixed)
+    full_k = fit_histogram(scaled, template, luminosity_inv_nb=luminosity, fixed=fixed)
+    linear_k = fit_k.shift(scale * difference)
+    assert linear_k["M_gev2"] == 0.0 and fit_k.stat_errors["M_gev2"] == 0.0
+    assert linear_k["amu"] == pytest.approx(full_k.amu.value - asimov_k.amu.value, rel=0.02)
+    assert linear_k["K"] == pytest.approx(full_k.values[0] - asimov_k.values[0], rel=0.02)
+    assert fit_k.stat_errors["amu"] == pytest.approx(asimov_k.amu.error, rel=1e-3)
+    assert fit_k.stat_errors["K"] < fit.stat_errors["K"]
+
+
+def test_linear_fit_rejects_bad_fixed_names():
+    family = reference_family(ChainConfig.from_dict(CHAIN))
+    nominal, gradient = np.ones(4), np.ones((2, 4))
+    with pytest.raises(ValueError, match="'mass' is not one of the hadronic parameters"):
+        LinearFit(nominal, gradient, family, 1e5, fixed=("mass",))
+    with pytest.raises(ValueError, match="leaves no hadronic parameter free"):
+        LinearFit(nominal, gradient, family, 1e5, fixed=("K", "M_gev2"))
+
 
 def test_planned_shifts():
     chosen = [catalogue.get(n) for n in ("ms_scale", "hit_efficiency", "radiative_corrections")]
