@@ -679,7 +679,9 @@ def _run_study(args):
     lines = [f"report: {output}/report.md"]
     fit = summary.get("fit") or {}
     if "amu_1e10" in fit:
-        lines.append(f"a_mu^HLO = ({fit['amu_1e10']:.2f} +- {fit.get('amu_error_1e10', float('nan')):.2f}) 1e-10")
+        held = summary["study"]["settings"].get("fixed") or {}
+        lines.append(f"a_mu^HLO = ({fit['amu_1e10']:.2f} +- {fit.get('amu_error_1e10', float('nan')):.2f}) 1e-10"
+                     + "".join(f", {name} fixed at {value:g}" for name, value in held.items()))
     for key in ("amu_stat_error_rel", "dalpha_had_stat_error_rel"):
         if key in summary:
             lines.append(f"{key} = {summary[key]:.4g}")
