@@ -26,7 +26,8 @@ import numpy as np
 
 from fastsim.config import check_integer, check_range
 from systematics import catalogue
-from systematics.bias import LINEARITY_SIGMAS, bias_shard, check_fixed_names, estimate_biases, reference_family
+from systematics.bias import (LINEARITY_SIGMAS, RESOLVED_MC_ERRORS, bias_shard, check_fixed_names, estimate_biases,
+                              reference_family)
 
 DEFAULT_SHARDS = 4
 
@@ -142,6 +143,12 @@ def bias_table_markdown(summary: dict) -> str:
         lines.append(f"| {row['name']} | {row['shift']} | {row['delta_amu'] * 1e10:+.4f} | "
                      f"{row['delta_amu_mc_error'] * 1e10:.4f} | {row['delta_amu'] / summary['stat_error_amu']:+.3f} | "
                      f"{row['required_precision']:.3g} | {linearity} |")
+    unresolved = [row for row in summary["biases"] if not row["resolved"]]
+    if unresolved:
+        names = ", ".join(sorted({f"{row['name']} ({row['shift']})" for row in unresolved}))
+        lines += ["", f"Not resolved by this Monte Carlo sample (|delta a_mu| below {RESOLVED_MC_ERRORS:g} MC errors, "
+                  f"or no MC error): {names}. Their bias and required precision are Monte Carlo noise; more events "
+                  "(or shards, for the error itself) resolve them."]
     if summary.get("not_applicable"):
         lines += ["", "Not run, as they do not change this configuration:", ""]
         lines += [f"- {row['name']}: {row['reason']}" for row in summary["not_applicable"]]

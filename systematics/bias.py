@@ -16,6 +16,8 @@ How it works (the design study's method, made exact and cheap):
    A zero shift gives the nominal histogram bit for bit, hence exactly zero bias.
 3. The Monte Carlo error of a bias is the spread of the per-shard biases (batch means); it is
    small because the shards' differences are correlated (the same events, slightly moved).
+   A bias within RESOLVED_MC_ERRORS of them of zero is not `resolved`: the sample is too small
+   to tell it from Monte Carlo noise (an event crossing a bin edge or a cut).
 
 `required_precision` is the size the systematic may have (in the unit of its key, or relative
 for a "scale" systematic) so that its bias stays below `threshold` (default 1/3) of the
@@ -38,6 +40,8 @@ from systematics.histogram import Binning, Histogram
 from systematics.reweighting import HadronicFamily
 
 LINEARITY_SIGMAS = (-2.0, -1.0, 1.0, 2.0)
+#: A bias is resolved when it stands this many Monte Carlo errors (shard-to-shard spread) from zero.
+RESOLVED_MC_ERRORS = 2.0
 DEFAULT_THRESHOLD = 1.0 / 3.0
 PARAMETERS = ("K", "M_gev2", "norm")
 
@@ -270,6 +274,7 @@ class BiasRow:
     required_precision: float
     linearity: dict
     reference: str
+    resolved: bool
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -282,6 +287,14 @@ def _batch_error(per_shard) -> float:
         return math.nan
     # The total is the sum over shards; its variance is n times the variance of one shard's share.
     return float(math.sqrt(n * per_shard.var(ddof=1)))
+
+
+def _resolved(delta_amu: float, mc_error: float) -> bool:
+    """Whether a bias stands out of its Monte Carlo error (RESOLVED_MC_ERRORS); an exact zero (a
+    shift that moves no event) counts as resolved, a bias without an MC error (one shard) not."""
+    if delta_amu == 0.0:
+        return True
+    return bool(math.isfinite(mc_error) and abs(delta_amu) > RESOLVED_MC_ERRORS * mc_error)
 
 
 def estimate_biases(totals: dict, per_shard: list, shifts: list, chain_config, luminosity_inv_nb: float,
@@ -326,7 +339,7 @@ def estimate_biases(totals: dict, per_shard: list, shifts: list, chain_config, l
                      for k in LINEARITY_SIGMAS if (name, k) in by_shift and one_sigma != 0.0}
         rows.append(BiasRow(name, n_sigma, systematic.shift_label(n_sigma), systematic.sigma,
                             total.get("K", math.nan), total.get("M_gev2", math.nan), total["amu"], mc_error,
-                            required, linearity, systematic.reference))
+                            required, linearity, systematic.reference, _resolved(total["amu"], mc_error)))
     return {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "fixed": list(fit.fixed), "amu": fit.amu,
             "stat_error_amu": errors["amu"], "stat_errors": errors, "threshold": threshold,
             "n_shards": n_shards, "biases": [row.to_dict() for row in rows]}

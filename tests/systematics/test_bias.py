@@ -29,6 +29,20 @@ def test_zero_shift_gives_exactly_zero_bias():
     summary = estimate_biases(shard, [shard], [("ms_scale", 0.0), ("beam_energy_shift", 0.0)], config, 1e5)
     assert [row["delta_amu"] for row in summary["biases"]] == [0.0, 0.0]
     assert [row["delta_K"] for row in summary["biases"]] == [0.0, 0.0]
+    assert [row["resolved"] for row in summary["biases"]] == [True, True]  # an exact zero is no noise
+
+
+def test_a_bias_within_its_mc_error_is_not_resolved():
+    config = ChainConfig.from_dict(CHAIN)
+    shard = bias_shard(_task([["ms_scale", 0.0]]), 11, 0)
+    bump = np.where(np.arange(shard["nominal"].size) % 3 == 0, 1e-3, 0.0) * shard["nominal"]
+    for factors, resolved in (((1.0, 1.0), True), ((1.0, -0.8), False)):
+        shards = [{**shard, "shifted": (shard["nominal"] + f * bump)[None, :]} for f in factors]
+        totals = {key: sum(s[key] for s in shards) / 2 for key in ("nominal", "gradient", "shifted")}
+        row = estimate_biases(totals, shards, [("ms_scale", 1.0)], config, 1e5)["biases"][0]
+        assert row["delta_amu"] != 0.0
+        # per-shard biases b, b: no spread; b, -0.8 b: a spread of 1.8 b around a total of 0.1 b
+        assert row["resolved"] is resolved, row
 
 
 def _mc_error(crn, n_shards=6):
@@ -123,7 +137,11 @@ def test_campaign_report_and_keys(campaign):
     assert saved["stat_error_amu"] == pytest.approx(summary["stat_error_amu"])
     for row in saved["biases"]:
         assert {"name", "shift", "delta_amu", "delta_amu_mc_error", "required_precision"} <= set(row)
-    assert "| ms_scale |" in (output / "systematics.md").read_text()
+    table = (output / "systematics.md").read_text()
+    assert "| ms_scale |" in table
+    for row in saved["biases"]:
+        assert row["resolved"] == (abs(row["delta_amu"]) > 2.0 * row["delta_amu_mc_error"])
+        assert (f"{row['name']} ({row['shift']})" in table.partition("Not resolved")[2]) == (not row["resolved"])
     png = (output / "bias_budget.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
