@@ -105,11 +105,15 @@ def run_systematics(chain_table: dict, events: int, seed: int, output_dir, only=
 
 
 def _split_applicable(systematics, config) -> tuple[list, list]:
-    """(the systematics that change `config`, [{name, reason}] of those that leave it as it is:
-    a scale of a value that is 0 here, or a value set to the one it has). Those are not run: their
-    bias is exactly 0 and their required precision meaningless."""
+    """(the systematics that change `config`, [{name, reason}] of those that cannot change its
+    results: outside their `requires`, a scale of a value that is 0 here, or a value set to the one
+    it has). Those are not run: their bias is exactly 0 and their required precision meaningless."""
     applicable, skipped = [], []
     for systematic in systematics:
+        reason = systematic.applies_to(config)
+        if reason:
+            skipped.append({"name": systematic.name, "reason": reason})
+            continue
         if systematic.apply(config, 1.0).hash != config.hash:
             applicable.append(systematic)
             continue

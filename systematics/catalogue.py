@@ -62,6 +62,9 @@ class Systematic:
     reference, description : str
     function : callable, optional
         f(config, n_sigma) -> config, for effects that are not a change of keys (`register`).
+    requires : tuple of (key, allowed values)
+        Where the systematic has an effect: a configuration whose key holds none of the values
+        (e.g. pair_normalization without generated pairs) is left out of a campaign (`applies_to`).
     """
 
     name: str
@@ -74,6 +77,7 @@ class Systematic:
     reference: str = ""
     description: str = ""
     function: Callable | None = field(default=None, compare=False)
+    requires: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -88,6 +92,14 @@ class Systematic:
             check_number(f"systematic {self.name!r}: sigma", self.sigma)
         elif self.value is None:
             raise ValueError(f"systematic {self.name!r}: mode = 'set' needs a value")
+
+    def applies_to(self, config) -> str:
+        """"" if the systematic can change results of `config`, else why not (its `requires`)."""
+        for key, allowed in self.requires:
+            value = config.value(key)
+            if value not in allowed:
+                return f"it needs {key} in {list(allowed)}, and {key} = {value!r} here"
+        return ""
 
     @property
     def is_discrete(self) -> bool:
@@ -131,7 +143,7 @@ class Systematic:
     def to_dict(self) -> dict:
         return {"name": self.name, "keys": list(self.keys), "mode": self.mode, "sigma": self.sigma,
                 "value": self.value, "one_sided": self.one_sided, "reference": self.reference,
-                "description": self.description}
+                "description": self.description, "requires": {key: list(values) for key, values in self.requires}}
 
 
 # Module indices of the 2022 station layout (X1, Y1, U, V, X2, Y2): REFERENCE.md.
@@ -254,7 +266,8 @@ add(Systematic("target_thickness", "geometry.stations.*.target.thickness_cm", "s
                description="thickness of every target (vertex distribution and material)"))
 add(Systematic("pair_normalization", "generator.pair.rate_scale", "scale", 0.05, default=1.0,
                reference="PDG b_pair tables reproduced within 5 % (issue 4)",
-               description="pair-production background rate (needs generator.process = 'all')"))
+               description="pair-production background rate (needs generator.process = 'all')",
+               requires=(("generator.process", ("all", "pair")),)))
 add(Systematic("residual_smearing", "selection.residual_smearing_rad", "add", 23e-6, default=0.0, one_sided=True,
                reference="REFERENCE.md: data narrower than MC by 23 urad per angle",
                description="extra Gaussian smearing of the reconstructed angles"))

@@ -162,11 +162,18 @@ def test_rerun_skips_finished_shards_and_dask_gives_identical_numbers(campaign):
 
 def test_systematics_that_change_nothing_are_reported_not_run(tmp_path):
     # the chain's beam has no divergence: scaling it changes nothing, so its bias would be 0 +- 0
-    summary = run_systematics(CHAIN, 400, 7, tmp_path, only="residual_smearing,beam_divergence", n_shards=1,
-                              n_workers=0, binning=BINNING, luminosity_inv_nb=1e5, progress=False, linearity=False)
+    # and without generated pairs (process "elastic"), the pair rate scale has nothing to scale
+    summary = run_systematics(CHAIN, 400, 7, tmp_path, only="residual_smearing,beam_divergence,pair_normalization",
+                              n_shards=1, n_workers=0, binning=BINNING, luminosity_inv_nb=1e5, progress=False,
+                              linearity=False)
     assert [row["name"] for row in summary["biases"]] == ["residual_smearing"]
-    assert summary["not_applicable"] == [{"name": "beam_divergence", "reason": "it leaves this configuration unchanged "
-                                          "(generator.beam.divergence_x_rad = 0.0, generator.beam.divergence_y_rad = 0.0)"}]
+    assert summary["not_applicable"] == [
+        {"name": "beam_divergence", "reason": "it leaves this configuration unchanged "
+         "(generator.beam.divergence_x_rad = 0.0, generator.beam.divergence_y_rad = 0.0)"},
+        {"name": "pair_normalization",
+         "reason": "it needs generator.process in ['all', 'pair'], and generator.process = 'elastic' here"}]
+    with_pairs = ChainConfig.from_dict({**CHAIN, "generator": {"process": "all"}})
+    assert catalogue.get("pair_normalization").applies_to(with_pairs) == ""
     assert "- beam_divergence: it leaves this configuration unchanged" in (tmp_path / "systematics.md").read_text()
     with pytest.raises(ValueError, match="no chosen systematic changes this configuration.*beam_spot"):
         run_systematics(CHAIN, 400, 7, tmp_path, only="beam_spot", n_workers=0, progress=False)
