@@ -607,9 +607,10 @@ def _report(summary: dict, output_dir: Path) -> Path:
         sections.append(("Pseudo-experiments", f"Not run: {summary['toys']['error']}\n"))
     elif summary.get("toys"):
         t = summary["toys"]["summary"]
-        text = markdown_table([{k: t.get(k) for k in (
-            "n_toys", "n_failed", "n_mass_undetermined", "amu_mean", "amu_std", "amu_stat_error_mean", "pull_mean",
-            "pull_std", "coverage_68")}])
+        row = {k: t.get(k) for k in ("n_toys", "n_failed", "n_mass_undetermined")}
+        row.update({f"{k} (1e-10)": t[k] * 1e10 for k in ("amu_true", "amu_mean", "amu_std", "amu_stat_error_mean")})
+        row.update({k: t.get(k) for k in ("pull_mean", "pull_std", "coverage_68")})
+        text = markdown_table([row])
         if t.get("n_mass_undetermined"):
             text += (f"\n{t['n_mass_undetermined']} of the {t['n_toys']} toy fits ran to M far above the template's t "
                      "range, where the running is linear in t and M is not determined: their a_mu^HLO errors are not "

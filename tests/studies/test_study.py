@@ -63,7 +63,8 @@ def test_measurement_writes_report(measurement):
         assert key in on_disk["plots"]
     toys = on_disk.get("toys", {}).get("summary")
     if toys:
-        assert "| n_toys | n_failed | n_mass_undetermined |" in report
+        assert "| n_toys | n_failed | n_mass_undetermined | amu_true (1e-10) | amu_mean (1e-10) |" in report
+        assert f"| {toys['amu_true'] * 1e10:.4g} |" in report  # a_mu^HLO in 1e-10, as in the fit table
         assert (f"{toys['n_mass_undetermined']} of the {toys['n_toys']} toy fits ran to M" in report) == \
             (toys["n_mass_undetermined"] > 0)
     for png in on_disk["plots"].values():
