@@ -94,8 +94,8 @@ def stat_errors(template, luminosity_inv_nb: float, normalization: str = "free",
     errors = fit.stat_errors
     n_had = len(template.family.names)
     covariance = fit.covariance[:n_had, :n_had]
-    out = {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "fixed": list(fit.fixed), "amu": fit.amu,
-           "amu_stat_error": errors["amu"], "amu_stat_error_rel": errors["amu"] / abs(fit.amu),
+    out = {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "fixed": list(fit.fixed),
+           "amu": fit.amu, "amu_stat_error": errors["amu"], "amu_stat_error_rel": errors["amu"] / abs(fit.amu),
            "parameter_errors": {k: v for k, v in errors.items() if k != "amu"}}
     if n_had == 2 and not fit.fixed:
         out["correlation_K_M"] = float(covariance[0, 1] / math.sqrt(covariance[0, 0] * covariance[1, 1]))

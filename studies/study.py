@@ -23,8 +23,8 @@ selection) and optional ``[[systematics]]`` tables (custom systematics, see
   luminosity (the MC sample sets the shape, the luminosity the counts; the draw uses numpy's
   generator seeded by `fastsim.rng.derive_seed`, as the toys do), fitted with `fit_method` to give
   K, M and a_mu^HLO (`systematics.fit`), holding the ``fixed`` parameters (e.g. M where the
-  selected t range cannot determine it: quickstart, tr2023). (4) The projection of the statistical errors versus
-  luminosity and stations (`studies.projection`). (5) Optionally `toys` pseudo-experiments
+  selected t range cannot determine it: quickstart, tr2023). (4) The projection of the
+  statistical errors versus luminosity and stations (`studies.projection`). (5) Optionally `toys` pseudo-experiments
   (pulls) and the bias of each systematic of `systematics` (`systematics.bias`, common random
   numbers, `systematics_events` events per shard).
 - ``kind = "layout_scan"``: a detector-layout scan (`studies.layout.scan`) over the ``[study.scan]``
@@ -564,8 +564,9 @@ def _report(summary: dict, output_dir: Path) -> Path:
                      "(first-station events have no incoming track and fail golden_muon).\n\n" + tables["cutflow.md"]))
     fit = summary["fit"]
     fixed = settings.get("fixed") or {}
-    rows = [{"parameter": name, "value": fit["parameters"][name], "error": "fixed" if name in fixed else fit["errors"][name],
-             "generated": summary["generated"].get(name)} for name in fit["names"]]
+    rows = [{"parameter": name, "value": fit["parameters"][name],
+             "error": "fixed" if name in fixed else fit["errors"][name], "generated": summary["generated"].get(name)}
+            for name in fit["names"]]
     rows.append({"parameter": "a_mu^HLO x 1e10", "value": fit.get("amu_1e10"), "error": fit.get("amu_error_1e10"),
                  "generated": summary["generated"]["amu"] * 1e10})
     tables["fit.md"] = markdown_table(rows)

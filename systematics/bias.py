@@ -16,8 +16,8 @@ How it works (the design study's method, made exact and cheap):
    A zero shift gives the nominal histogram bit for bit, hence exactly zero bias.
 3. The Monte Carlo error of a bias is the spread of the per-shard biases (batch means); it is
    small because the shards' differences are correlated (the same events, slightly moved).
-   A bias within RESOLVED_MC_ERRORS of them of zero is not `resolved`: the sample is too small
-   to tell it from Monte Carlo noise (an event crossing a bin edge or a cut).
+   A bias less than RESOLVED_MC_ERRORS Monte Carlo errors from zero is not `resolved`: the
+   sample is too small to tell it from noise (events crossing a bin edge or a cut).
 
 `required_precision` is the size the systematic may have (in the unit of its key, or relative
 for a "scale" systematic) so that its bias stays below `threshold` (default 1/3) of the
@@ -340,6 +340,6 @@ def estimate_biases(totals: dict, per_shard: list, shifts: list, chain_config, l
         rows.append(BiasRow(name, n_sigma, systematic.shift_label(n_sigma), systematic.sigma,
                             total.get("K", math.nan), total.get("M_gev2", math.nan), total["amu"], mc_error,
                             required, linearity, systematic.reference, _resolved(total["amu"], mc_error)))
-    return {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "fixed": list(fit.fixed), "amu": fit.amu,
-            "stat_error_amu": errors["amu"], "stat_errors": errors, "threshold": threshold,
+    return {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "fixed": list(fit.fixed),
+            "amu": fit.amu, "stat_error_amu": errors["amu"], "stat_errors": errors, "threshold": threshold,
             "n_shards": n_shards, "biases": [row.to_dict() for row in rows]}
