@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsim.config import check_integer, check_range
+from studies.report import fixed_suffix
 from systematics import catalogue
 from systematics.bias import (LINEARITY_SIGMAS, RESOLVED_MC_ERRORS, bias_shard, check_fixed_names, estimate_biases,
                               reference_family)
@@ -138,7 +139,7 @@ def bias_table_markdown(summary: dict) -> str:
     """The bias table of a systematics summary as markdown (a_mu in 1e-10)."""
     lines = [f"Statistical error on a_mu^HLO at {summary['luminosity_inv_nb']:.3g} nb^-1: "
              f"{summary['stat_error_amu'] * 1e10:.3f}e-10 (normalization {summary['normalization']}"
-             + "".join(f", {name} fixed" for name in summary.get("fixed", [])) + "); "
+             + fixed_suffix(summary.get("fixed")) + "); "
              f"threshold {summary['threshold']:.3g} of it.", "",
              "| systematic | shift | delta a_mu (1e-10) | MC error (1e-10) | bias / stat | required precision | linearity |",
              "|---|---|---|---|---|---|---|"]

@@ -623,6 +623,7 @@ def _run_systematics(args):
     from fastsim.config import load_toml
     from studies.budget import run_systematics
     from studies.configs import chain_table, preset_path, available_presets
+    from studies.report import fixed_suffix
     from systematics import catalogue
 
     if args.list:
@@ -644,7 +645,7 @@ def _run_systematics(args):
                               linearity=not args.no_linearity, n_workers=args.workers, scheduler=args.scheduler,
                               dask_local=args.dask_local, chunk_size=args.chunk_size, fixed=tuple(args.fix))
     lines = [f"stat. error on a_mu^HLO: {summary['stat_error_amu'] * 1e10:.4g}e-10 at {args.luminosity_inv_nb:.3g} nb^-1"
-             + "".join(f", {name} fixed" for name in summary["fixed"])]
+             + fixed_suffix(summary["fixed"])]
     lines += [f"{r['name']:<22s} {r['shift']:<12s} delta a_mu = {r['delta_amu'] * 1e10:+.4g} +- "
               f"{r['delta_amu_mc_error'] * 1e10:.2g} e-10   required precision {r['required_precision']:.3g}"
               + ("" if r["resolved"] else "   (not resolved by the MC: more events)")
@@ -672,6 +673,7 @@ def _configure_study(parser):
 def _run_study(args):
     from pathlib import Path
 
+    from studies.report import fixed_suffix
     from studies.study import run_study
 
     output = args.output or f"muone-{Path(args.preset).stem}"
@@ -680,9 +682,8 @@ def _run_study(args):
     lines = [f"report: {output}/report.md"]
     fit = summary.get("fit") or {}
     if "amu_1e10" in fit:
-        held = summary["study"]["settings"].get("fixed") or {}
         lines.append(f"a_mu^HLO = ({fit['amu_1e10']:.2f} +- {fit.get('amu_error_1e10', float('nan')):.2f}) 1e-10"
-                     + "".join(f", {name} fixed at {value:g}" for name, value in held.items()))
+                     + fixed_suffix(summary["study"]["settings"].get("fixed") or {}))
     for key in ("amu_stat_error_rel", "dalpha_had_stat_error_rel"):
         if key in summary:
             lines.append(f"{key} = {summary[key]:.4g}")

@@ -73,6 +73,14 @@ def _strict(value):
     return value
 
 
+def fixed_suffix(fixed) -> str:
+    """", M_gev2 fixed at 0.0525" for {name: value} (", M_gev2 fixed" for names): the parameters a
+    fit held, for the lines that describe it."""
+    if isinstance(fixed, dict):
+        return "".join(f", {name} fixed at {value:g}" for name, value in fixed.items())
+    return "".join(f", {name} fixed" for name in fixed or ())
+
+
 def image_link(name: str, caption: str) -> str:
     return f"![{caption}]({name})\n\n*{caption}* ([{name}]({name}))\n"
 

@@ -539,7 +539,7 @@ def _plots(summary, bundle, output_dir) -> dict:
 
 
 def _report(summary: dict, output_dir: Path) -> Path:
-    from studies.report import image_link, markdown_table, write_markdown, write_report
+    from studies.report import fixed_suffix, image_link, markdown_table, write_markdown, write_report
 
     sections = []
     settings = summary["study"]["settings"]
@@ -571,8 +571,8 @@ def _report(summary: dict, output_dir: Path) -> Path:
                  "generated": summary["generated"]["amu"] * 1e10})
     tables["fit.md"] = markdown_table(rows)
     proj = summary["projection"]
-    held = "".join(f", {name} fixed at {value:g}" for name, value in fixed.items())
-    fit_text = (f"Fit ({fit['method']}, normalization {settings['normalization']}{held}) of the pseudo-data: "
+    fit_text = (f"Fit ({fit['method']}, normalization {settings['normalization']}{fixed_suffix(fixed)}) of the "
+                "pseudo-data: "
                 f"valid = {fit['valid']} ({fit['status']}); a_mu^HLO = ({fit.get('amu_1e10', math.nan):.2f} +- "
                 f"{fit.get('amu_error_1e10', math.nan):.2f}) 1e-10, {fit.get('fraction_in_range', math.nan) * 100:.1f} % of "
                 f"the integral inside the measured range.\n\n" + tables["fit.md"]
@@ -711,7 +711,7 @@ def _run_measurement(study: Study, output_dir: Path, scheduler, dask_local, prog
         else:
             summary["toys"] = {"n_toys": settings.toys, "summary": toys.summary(),
                                "pulls": {name: toys.pulls(name).tolist() for name in (*family.names, "amu")
-                                         if name not in settings.fixed}}
+                                         if name not in toys.fixed}}
     if settings.systematics:
         summary["biases"] = run_biases(study, lumi, output_dir, scheduler, dask_local, progress)
     summary["projection"] = projection_summary(study, bundle, lumi,
