@@ -70,6 +70,21 @@ def clean_tracks(setup):
     return chunk, tracks, pure, true_lines(chunk, geometry, tracks)
 
 
+def test_tracks_do_not_depend_on_the_chunking(setup):
+    """The tracks of a chunk are those of its two halves simulated and reconstructed apart: every
+    event's rows (reserved for its most possible tracks, then gathered) land in its place."""
+    geometry, truth, model = setup
+    simulation = DetectorSimulation(geometry, seed=5)
+    half = len(truth) // 2
+    first = np.arange(len(truth)) < half
+    chunks = [simulation.simulate(events) for events in (truth, truth.select(first), truth.select(~first))]
+    whole, *parts = (find_tracks(chunk.hits, chunk.stubs, model) for chunk in chunks)
+    assert len(whole) == len(parts[0]) + len(parts[1]) > len(truth)
+    np.testing.assert_array_equal(whole.event, np.concatenate([parts[0].event, parts[1].event + half]))
+    for name in ("station", "params", "cov", "chi2", "ndf", "n_stubs", "particle", "particle_hits", "zref_cm"):
+        np.testing.assert_array_equal(getattr(whole, name), np.concatenate([getattr(p, name) for p in parts]), name)
+
+
 def test_pulls_have_mean_zero_and_width_one(clean_tracks):
     """No scattering: the tracks are exact lines; the pulls test the measurement model and the
     covariance (resolution and two-sensor correlation from the digitization model)."""
