@@ -41,8 +41,7 @@ import numbers
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
-from numba import prange
+from numba import float64, int64, njit, prange, types, uint64
 from numba.extending import intrinsic
 
 
@@ -83,6 +82,13 @@ _S8 = np.uint64(8)
 _S9 = np.uint64(9)
 _LAYER_BITS = np.uint64(0xFF)
 _MANTISSA_BITS = np.uint64(0x000FFFFFFFFFFFFF)
+
+# The scalar draws that are not inlined have one compiled version each: (seed, event, stream,
+# draw) as uint64, whatever integer types and constants the callers pass. numba would otherwise
+# compile a version for every combination of int64, uint64 and literal constants it meets (9 of
+# `normal4` at ~5 s each from a cold cache); the numbers are the same (int64 -> uint64 keeps the
+# bits, as the np.uint64() inside did).
+_KEY = (uint64, uint64, uint64, uint64)
 
 # Ziggurat of the standard normal with 256 layers of equal area under exp(-x^2/2) (Marsaglia &
 # Tsang 2000; the constants of numpy's random/src/distributions/ziggurat_constants.h): the base
@@ -175,7 +181,7 @@ def _to_unit(x):
     return (np.float64(x >> _S12) + 0.5) * _TWO_M52
 
 
-@njit(cache=True, nogil=True)
+@njit(uint64(*_KEY), cache=True, nogil=True)
 def random_u64(seed, event, stream, draw):
     """The draw-th 64-bit random word of (seed, event, stream): word draw % 4 of block draw // 4."""
     draw = np.uint64(draw)
@@ -190,7 +196,7 @@ def random_u64(seed, event, stream, draw):
     return x3
 
 
-@njit(cache=True, nogil=True)
+@njit(float64(*_KEY), cache=True, nogil=True)
 def uniform(seed, event, stream, draw):
     """The draw-th uniform of (seed, event, stream), a float64 in the open interval (0, 1)."""
     return _to_unit(random_u64(seed, event, stream, draw))
@@ -228,7 +234,7 @@ def _ziggurat_candidate(word):
     return layer, abscissa, sign * np.float64(abscissa) * _ZIGGURAT_W[layer]
 
 
-@njit(cache=True, nogil=True)
+@njit(float64(float64, int64, *_KEY, int64), cache=True, nogil=True)
 def _ziggurat_rest(value, layer, seed, event, stream, block, word_index):
     """The ziggurat after a word fell outside its layer's box (1.5 % of the words): the wedge test
     or the tail (Marsaglia 1964: r + x with x ~ Exp(r) accepted if 2 y > x^2, y ~ Exp(1)), with
@@ -260,7 +266,7 @@ def _ziggurat(word, seed, event, stream, block, word_index):
     return _ziggurat_rest(value, layer, seed, event, stream, block, word_index)
 
 
-@njit(cache=True, nogil=True)
+@njit(types.UniTuple(float64, 4)(*_KEY), cache=True, nogil=True)
 def normal4(seed, event, stream, block):
     """Normals 4 block .. 4 block + 3 of (seed, event, stream), equal to `normal` of those
     indices, from one Philox block (and, rarely, more)."""
@@ -269,7 +275,7 @@ def normal4(seed, event, stream, block):
             _ziggurat(x2, seed, event, stream, block, 2), _ziggurat(x3, seed, event, stream, block, 3))
 
 
-@njit(cache=True, nogil=True)
+@njit(float64(*_KEY), cache=True, nogil=True)
 def normal(seed, event, stream, index):
     """Standard normal number `index` of (seed, event, stream): the ziggurat of its 64-bit word."""
     index = np.uint64(index)
@@ -277,7 +283,7 @@ def normal(seed, event, stream, index):
     return _ziggurat(random_u64(seed, event, stream, index), seed, event, stream, index >> np.uint64(2), word_index)
 
 
-@njit(cache=True, nogil=True)
+@njit([types.void(*_KEY[:3], float64[::1]), types.void(*_KEY[:3], float64[:])], cache=True, nogil=True)
 def fill_uniform(seed, event, stream, out):
     """Fill out[0 .. n) with the uniform draws 0 .. n-1 of (seed, event, stream), ceil(n/4) blocks."""
     n = out.shape[0]
@@ -293,7 +299,7 @@ def fill_uniform(seed, event, stream, out):
             out[i + 3] = _to_unit(x3)
 
 
-@njit(cache=True, nogil=True)
+@njit([types.void(*_KEY[:3], float64[::1]), types.void(*_KEY[:3], float64[:])], cache=True, nogil=True)
 def fill_normal(seed, event, stream, out):
     """Fill out[0 .. n) with the normals 0 .. n-1 of (seed, event, stream), ceil(n/4) blocks."""
     n = out.shape[0]
@@ -309,13 +315,13 @@ def fill_normal(seed, event, stream, out):
             out[i + 3] = z3
 
 
-@njit(cache=True, nogil=True)
+@njit(int64(int64), cache=True, nogil=True)
 def multiple_scattering_stream(layer_index):
     """Stream of the multiple scattering in layer `layer_index` (>= 0): 1000 + layer_index."""
     return _MULTIPLE_SCATTERING_BASE + layer_index
 
 
-@njit(cache=True, nogil=True)
+@njit(int64(int64), cache=True, nogil=True)
 def bremsstrahlung_stream(layer_index):
     """Stream of the bremsstrahlung in layer `layer_index` (>= 0): 100000 + layer_index."""
     return _BREMSSTRAHLUNG_BASE + layer_index

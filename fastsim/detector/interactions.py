@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import float64, int64, njit, types, uint64
 
 from fastsim.numerics import tan_small
 from fastsim.rng import normal4, uniform, uniform_pair
@@ -173,7 +173,7 @@ def scatter_gaussian(theta0, thickness_cm, z1, z2, z3, z4):
     return dtheta_x, dtheta_y, dx, dy
 
 
-@njit(cache=True, nogil=True)
+@njit(float64(float64, float64, float64, float64), cache=True, nogil=True)
 def single_scattering_rate(thickness_over_x0, beta, charge, atomic_number):
     """Coefficient C of the single-scattering rate N(> theta) = C (theta0_H / theta)^2.
 
@@ -226,7 +226,7 @@ def nuclear_cutoff_rad(momentum_gev, mass_number):
     return HBARC_GEV_FM / (momentum_gev * radius_fm)
 
 
-@njit(cache=True, nogil=True)
+@njit(float64(*(float64,) * 6), cache=True, nogil=True)
 def tail_probability(thickness_over_x0, beta, charge, atomic_number, theta0, theta_max_rad):
     """Probability that `scatter_mixture` adds a single scatter: 1 - exp(-N).
 
@@ -243,7 +243,7 @@ def tail_probability(thickness_over_x0, beta, charge, atomic_number, theta0, the
     return -math.expm1(-rate * (inv_cut2 - inv_max2))
 
 
-@njit(cache=True, nogil=True)
+@njit(types.UniTuple(float64, 4)(*(float64,) * 15), cache=True, nogil=True)
 def scatter_mixture(theta0, thickness_cm, thickness_over_x0, beta, charge, atomic_number,
                     theta_max_rad, u1, u2, u3, u4, z1, z2, z3, z4):
     """Multiple scattering with a Gaussian core and a single-scattering (Rutherford) tail.
@@ -358,7 +358,12 @@ def deflect(dx, dy, dz, dtheta_x, dtheta_y):
     return nx * inv, ny * inv, nz * inv
 
 
-@njit(cache=True, nogil=True)
+# One compiled version of each sampler of (seed, event, stream, first draw, parameter): see
+# fastsim.rng (_KEY) for why; they return (value, draws used).
+_DRAWS = types.Tuple((float64, int64))(uint64, uint64, uint64, int64, float64)
+
+
+@njit(_DRAWS, cache=True, nogil=True)
 def _gamma_ahrens_dieter(seed, event, stream, draw_start, shape):
     """Gamma(shape) for 0 < shape < 1, Ahrens & Dieter GS, Computing 12 (1974) 223 (exact
     rejection; two uniforms a trial, acceptance -> 1 for shape -> 0). Returns (x, draws)."""
@@ -381,7 +386,7 @@ def _gamma_ahrens_dieter(seed, event, stream, draw_start, shape):
                 return x, n
 
 
-@njit(cache=True, nogil=True)
+@njit(_DRAWS, cache=True, nogil=True)
 def _gamma_marsaglia_tsang(seed, event, stream, draw_start, shape):
     """Gamma(shape) for shape >= 1, Marsaglia & Tsang, ACM TOMS 26 (2000) 363 (exact
     rejection; three uniforms a trial: a Box-Muller normal and the test). Returns (x, draws)."""
@@ -401,7 +406,7 @@ def _gamma_marsaglia_tsang(seed, event, stream, draw_start, shape):
             return d * v, n
 
 
-@njit(cache=True, nogil=True)
+@njit(_DRAWS, cache=True, nogil=True)
 def sample_gamma(seed, event, stream, draw_start, shape):
     """A Gamma(shape, 1) variate from the uniform draws draw_start, draw_start + 1, ...
 
@@ -431,7 +436,16 @@ def sample_gamma(seed, event, stream, draw_start, shape):
     return _gamma_marsaglia_tsang(seed, event, stream, start, shape)
 
 
-@njit(cache=True, nogil=True)
+@njit(_DRAWS, cache=True, nogil=True)
+def sample_bethe_heitler_log(seed, event, stream, draw_start, thickness_over_x0):
+    """-ln z of `sample_bethe_heitler` (the same draws): the Gamma(b t) variate itself, for a
+    caller that needs the logarithm of the energy ratio too. Returns (-ln z, draws_used)."""
+    if thickness_over_x0 <= 0.0:
+        return 0.0, np.int64(0)
+    return sample_gamma(seed, event, stream, draw_start, BETHE_HEITLER_B * thickness_over_x0)
+
+
+@njit(_DRAWS, cache=True, nogil=True)
 def sample_bethe_heitler(seed, event, stream, draw_start, thickness_over_x0):
     """Surviving energy fraction z = E'/E of an electron after a slab (bremsstrahlung).
 
@@ -466,16 +480,8 @@ def sample_bethe_heitler(seed, event, stream, draw_start, thickness_over_x0):
     return math.exp(-log_loss), n
 
 
-@njit(cache=True, nogil=True)
-def sample_bethe_heitler_log(seed, event, stream, draw_start, thickness_over_x0):
-    """-ln z of `sample_bethe_heitler` (the same draws): the Gamma(b t) variate itself, for a
-    caller that needs the logarithm of the energy ratio too. Returns (-ln z, draws_used)."""
-    if thickness_over_x0 <= 0.0:
-        return 0.0, np.int64(0)
-    return sample_gamma(seed, event, stream, draw_start, BETHE_HEITLER_B * thickness_over_x0)
-
-
-@njit(cache=True, nogil=True)
+@njit(types.Tuple((*(float64,) * 5, int64))(uint64, uint64, uint64, int64, uint64, uint64, *(float64,) * 4),
+      cache=True, nogil=True)
 def electron_slab(seed, event, brem_stream, brem_draw_start, ms_stream, ms_block,
                   energy_gev, thickness_cm, x0_cm, ms_scale):
     """Bremsstrahlung, then Gaussian multiple scattering, of an electron (or positron) in a slab.
