@@ -1035,7 +1035,8 @@ def _track_bounds(model, cfg, stub_offsets, stub_module, bounds):
 def _find_tracks_kernel(model, cfg, max_modules, stub_offsets, stub_module, stub_hit0, stub_hit1, hit_u, hit_particle,
                         slot_offsets, out_station, out_params, out_cov, out_chi2, out_ndf, out_nstubs, out_particle,
                         out_particle_hits, counts):
-    """Tracks of event i into rows slot_offsets[i] .. (`_track_bounds`), their number into counts[i]."""
+    """The tracks of event i into rows slot_offsets[i] onwards (room for its bound from
+    `_track_bounds`), their number into counts[i]."""
     n_events = stub_offsets.size - 1
     n_stations = model.station_seeds.shape[0]
     n_blocks = min(n_events, 256)
