@@ -202,9 +202,33 @@ def digitize_crossing(u_cm, tan_alpha, pitch_cm, n_strips, thickness_cm, thresho
                     _reach_log_term(threshold_fraction))
 
 
+def _ramp_correction_bounds(n):
+    """Upper bounds of C(z) = G(-|z|) (`_gauss_cdf_integral`) for floor(|z|) = 0 .. n - 1, C
+    decreasing in |z|: G(-k) with a relative margin. Entry k >= 9 bounds the tail that
+    `_gauss_cdf_integral` cuts at 8.5 sigma."""
+    k = -np.arange(n, dtype=np.float64)
+    return (k * special.ndtr(k) + np.exp(-0.5 * k * k) * _INV_SQRT_2PI) * (1.0 + 1e-6)
+
+
+_CORRECTION_BOUND = _ramp_correction_bounds(10)
+_DECISION_MARGIN = 1e-9  # on a strip's charge fraction, whose rounding is ~1e-15 (plus `_cluster`'s z_error term)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _correction_bound(z):
+    """An upper bound of G(-|z|) from `_CORRECTION_BOUND` (no exponential)."""
+    return _CORRECTION_BOUND[min(int(abs(z)), _CORRECTION_BOUND.size - 1)]
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _cluster(u_cm, tan_alpha, pitch_cm, n_strips, thickness_cm, threshold_fraction, sigma_diff_cm, reach_log_term):
-    """`digitize_crossing` with the threshold's logarithm given (once per batch)."""
+    """`digitize_crossing` with the threshold's logarithm given (once per batch).
+
+    A strip's charge fraction is (H(z_hi') - H(z_lo') - H(z_hi) + H(z_lo)) / width over its two
+    edges (`_deposit_cdf`), H(z) = max(z, 0) + C(z) with 0 <= C(z) = G(-|z|) <= G(-floor|z|).
+    The ramps alone, with the tabulated bounds of the four C terms, decide most strips; only a
+    fraction within those bounds of the threshold is computed in full. The decision is the full
+    computation's either way: the bounds hold a margin far above the rounding of both."""
     half_active = 0.5 * n_strips * pitch_cm
     if not (abs(u_cm) <= half_active and abs(tan_alpha) < math.inf):  # also refuses NaN
         return -1, 0
@@ -215,16 +239,40 @@ def _cluster(u_cm, tan_alpha, pitch_cm, n_strips, thickness_cm, threshold_fracti
     # strips that can fire; clipped as floats first so that a huge reach cannot overflow int
     k_lo = int(math.floor(max((u_cm - reach) / pitch_cm + 0.5 * n_strips, 0.0)))
     k_hi = int(math.floor(min((u_cm + reach) / pitch_cm + 0.5 * n_strips, n_strips - 1.0)))
+    bounded = sigma_diff_cm > 0.0 and half_width >= _NARROW * sigma_diff_cm
+    if bounded:
+        inv_sigma = 1.0 / sigma_diff_cm
+        inv_width = 0.5 * sigma_diff_cm / half_width
+        pitch_z = pitch_cm * inv_sigma
+        z_hi = ((k_lo - 0.5 * n_strips) * pitch_cm - u_cm + half_width) * inv_sigma
+        z_lo = z_hi - 2.0 * half_width * inv_sigma
+        # rounding of the z's (positions up to the sensor's half width, stepped strip by strip),
+        # with a wide safety factor; where it is not small the strips are computed in full
+        z_error = 1e-14 * (half_active + (k_hi - k_lo + 2) * (reach + pitch_cm)) * inv_sigma
+        bounded = z_error < 1e-9
+        margin = _DECISION_MARGIN + 10.0 * z_error * inv_width * secant
     first = -1
     last = -1
-    below = _deposit_cdf((k_lo - 0.5 * n_strips) * pitch_cm, u_cm, half_width, sigma_diff_cm)
     for k in range(k_lo, k_hi + 1):
-        above = _deposit_cdf((k + 1 - 0.5 * n_strips) * pitch_cm, u_cm, half_width, sigma_diff_cm)
-        if (above - below) * secant > threshold_fraction:
+        if bounded:
+            z_hi_next, z_lo_next = z_hi + pitch_z, z_lo + pitch_z
+            ramps = (max(z_hi_next, 0.0) - max(z_lo_next, 0.0) - max(z_hi, 0.0) + max(z_lo, 0.0)) * inv_width
+            high = (ramps + (_correction_bound(z_hi_next) + _correction_bound(z_lo)) * inv_width) * secant
+            low = (ramps - (_correction_bound(z_lo_next) + _correction_bound(z_hi)) * inv_width) * secant
+            z_hi, z_lo = z_hi_next, z_lo_next
+            if high < threshold_fraction - margin:
+                continue
+            fires = low > threshold_fraction + margin
+        else:
+            fires = False
+        if not fires:
+            below = _deposit_cdf((k - 0.5 * n_strips) * pitch_cm, u_cm, half_width, sigma_diff_cm)
+            above = _deposit_cdf((k + 1 - 0.5 * n_strips) * pitch_cm, u_cm, half_width, sigma_diff_cm)
+            fires = (above - below) * secant > threshold_fraction
+        if fires:
             if first < 0:
                 first = k
             last = k
-        below = above
     if first < 0:
         return -1, 0
     return first, last - first + 1

@@ -96,6 +96,41 @@ def test_cluster_against_reference_model(sigma):
     assert n_checked > 80
 
 
+def _full_cluster(u, tan_alpha, sigma, threshold=THRESHOLD):
+    """The cluster with every strip's fraction computed from `_deposit_cdf` (no bounds)."""
+    h = 0.5 * THICKNESS * abs(tan_alpha)
+    secant = math.sqrt(1 + tan_alpha**2)
+    strips = range(max(int(math.floor((u - h) / PITCH + N_STRIPS / 2)) - 2, 0),
+                   min(int(math.floor((u + h) / PITCH + N_STRIPS / 2)) + 3, N_STRIPS))
+    fired = [k for k in strips if (dg._deposit_cdf((k + 1 - N_STRIPS / 2) * PITCH, u, h, sigma)
+                                   - dg._deposit_cdf((k - N_STRIPS / 2) * PITCH, u, h, sigma)) * secant > threshold]
+    return (fired[0], len(fired)) if fired else (-1, 0)
+
+
+@pytest.mark.parametrize("sigma", [SIGMA, 3e-3, 2e-6])
+def test_cluster_decisions_are_those_of_the_full_computation(sigma):
+    # The kernel decides most strips from bounds of the charge fraction: at the positions where a
+    # strip starts or stops firing (found by bisection, to the last bit) and around them, its
+    # clusters must be those of the full computation. (sigma = 2e-6 cm: the bounds give way to
+    # the full computation, their rounding being too large; tan 1e-6: a wide margin.)
+    rng = np.random.default_rng(3)
+    n_transitions = 0
+    for tan_alpha in (0.0, 1e-6, 1e-3, -0.05, 0.237, 0.5, -1.2):
+        grid = np.linspace(0.0, PITCH, 301)
+        clusters = [_full_cluster(u, tan_alpha, sigma) for u in grid]
+        for a, b, before, after in zip(grid[:-1], grid[1:], clusters[:-1], clusters[1:]):
+            if before == after:
+                continue
+            for _ in range(60):  # bisection to the transition
+                middle = 0.5 * (a + b)
+                a, b = (middle, b) if _full_cluster(middle, tan_alpha, sigma) == before else (a, middle)
+            n_transitions += 1
+            for u in (a, b, *np.nextafter(a, [-1.0, 1.0]), *(a + rng.normal(0.0, 1e-9, 4))):
+                kernel = dg.digitize_crossing(u, tan_alpha, PITCH, N_STRIPS, THICKNESS, THRESHOLD, sigma)
+                assert kernel == _full_cluster(u, tan_alpha, sigma), (u, tan_alpha)
+    assert n_transitions >= 12
+
+
 def test_normal_incidence_two_strip_band():
     n = 200_000
     u = _interior_u(n)
