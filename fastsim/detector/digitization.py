@@ -56,7 +56,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import float64, int64, njit, prange
 from numpy.polynomial import chebyshev
 from scipy import special
 
@@ -220,6 +220,14 @@ def _correction_bound(z):
     return _CORRECTION_BOUND[min(int(abs(z)), _CORRECTION_BOUND.size - 1)]
 
 
+# not inlined: called for a few strips only, it would double the compile time of its callers
+@njit(float64(int64, float64, float64, float64, int64, float64), cache=True, nogil=True)
+def _strip_fraction(k, u_cm, half_width, pitch_cm, n_strips, sigma_diff_cm):
+    """Charge fraction of strip k, in full: `_deposit_cdf` at its two edges."""
+    return (_deposit_cdf((k + 1 - 0.5 * n_strips) * pitch_cm, u_cm, half_width, sigma_diff_cm)
+            - _deposit_cdf((k - 0.5 * n_strips) * pitch_cm, u_cm, half_width, sigma_diff_cm))
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _cluster(u_cm, tan_alpha, pitch_cm, n_strips, thickness_cm, threshold_fraction, sigma_diff_cm, reach_log_term):
     """`digitize_crossing` with the threshold's logarithm given (once per batch).
@@ -266,9 +274,7 @@ def _cluster(u_cm, tan_alpha, pitch_cm, n_strips, thickness_cm, threshold_fracti
         else:
             fires = False
         if not fires:
-            below = _deposit_cdf((k - 0.5 * n_strips) * pitch_cm, u_cm, half_width, sigma_diff_cm)
-            above = _deposit_cdf((k + 1 - 0.5 * n_strips) * pitch_cm, u_cm, half_width, sigma_diff_cm)
-            fires = (above - below) * secant > threshold_fraction
+            fires = _strip_fraction(k, u_cm, half_width, pitch_cm, n_strips, sigma_diff_cm) * secant > threshold_fraction
         if fires:
             if first < 0:
                 first = k
