@@ -40,7 +40,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import float64, int64, njit, prange, types, uint64
 
 from fastsim import rng
 from fastsim.config import check_choice, check_range
@@ -120,16 +120,26 @@ def _scatter(seed, event, layer, particle, path_cm, x0_cm, atomic_number, mass_n
     stream = rng.multiple_scattering_stream(layer)
     z1, z2, z3, z4 = rng.normal4(seed, event, stream, particle)
     if mixture:
-        u1, u2, u3, u4 = rng.uniform4(seed, event, stream, _PARTICLES_PER_EVENT + particle)
-        # the tail rate takes the whole scatterer's x/X0 (it enters Highland's logarithm)
-        beta = momentum / energy
-        dtx, dty, dx, dy = scatter_mixture(theta0, path_cm, x_station, beta, 1.0, atomic_number,
-                                           nuclear_cutoff_rad(momentum, mass_number), u1, u2, u3, u4, z1, z2, z3, z4)
+        dtx, dty, dx, dy = _scatter_with_tail(seed, event, stream, particle, theta0, path_cm, x_station, momentum,
+                                              energy, atomic_number, mass_number, z1, z2, z3, z4)
     else:
         dtx, dty, dx, dy = scatter_gaussian(theta0, path_cm, z1, z2, z3, z4)
     position[0] += dx
     position[1] += dy
     direction[0], direction[1], direction[2] = deflect(direction[0], direction[1], direction[2], dtx, dty)
+
+
+# called, not inlined: `_scatter` is inlined at four sites of the transport, and this branch
+# (ms_model = "mixture" only) with its Philox block took compile time at each
+@njit(types.UniTuple(float64, 4)(uint64, uint64, int64, int64, *(float64,) * 11), cache=True, nogil=True)
+def _scatter_with_tail(seed, event, stream, particle, theta0, path_cm, x_station, momentum, energy, atomic_number,
+                       mass_number, z1, z2, z3, z4):
+    """`scatter_mixture` of one crossing: its uniforms are block _PARTICLES_PER_EVENT + particle
+    of the layer's stream (the normals z1..z4 are block `particle`); the tail rate takes the
+    whole scatterer's x/X0 (it enters Highland's logarithm)."""
+    u1, u2, u3, u4 = rng.uniform4(seed, event, stream, _PARTICLES_PER_EVENT + particle)
+    return scatter_mixture(theta0, path_cm, x_station, momentum / energy, 1.0, atomic_number,
+                           nuclear_cutoff_rad(momentum, mass_number), u1, u2, u3, u4, z1, z2, z3, z4)
 
 
 @njit(cache=True, nogil=True, inline="always")
