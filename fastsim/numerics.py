@@ -15,6 +15,8 @@ last place (tests compare them with libm over 1e6 arguments):
 - `float_bits(x)`: the IEEE-754 bits of a float64 as an int64 (no conversion: a register move).
   For x > 0, bits >> (52 - k) counts intervals of 2^k per octave, an index into tables that are
   uniform in log x, without a logarithm.
+- `prefetch(array, index)`: a hint that array[index] (row `index` of a 2-D array) will be read
+  soon, so that the loads of a gather from a table larger than the cache overlap.
 
 Coefficients: S. L. Moshier, Cephes Math Library (sin.c), minimax polynomials for |x| <= pi/4;
 Sun Microsystems fdlibm (s_atan.c), a minimax polynomial for |x| <= 7/16 that needs no
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import math
 
+from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _TWO_PI = 2.0 * math.pi
@@ -149,3 +153,27 @@ def float_bits(typingctx, x):
         return builder.bitcast(args[0], context.get_value_type(types.int64))
 
     return types.int64(types.float64), codegen
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Prefetch the cache line of array[index] (1-D) or array[index, 0] (2-D): LLVM's
+    llvm.prefetch (read, keep in all cache levels), which changes no value; an index outside the
+    array is harmless (a prefetch does not fault). Callable inside numba kernels only."""
+    if not (isinstance(array, types.Array) and array.ndim in (1, 2) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type, index_type = signature.args
+        view = context.make_array(array_type)(context, builder, args[0])
+        position = context.cast(builder, args[1], index_type, types.intp)
+        indices = [position] + [context.get_constant(types.intp, 0)] * (array_type.ndim - 1)
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, indices, wraparound=False)
+        byte_pointer = ir.IntType(8).as_pointer()
+        hint = ir.FunctionType(ir.VoidType(), [byte_pointer] + [ir.IntType(32)] * 3)
+        function = cgutils.get_or_insert_function(builder.module, hint, "llvm.prefetch.p0")
+        read, high_locality, data_cache = (ir.Constant(ir.IntType(32), value) for value in (0, 3, 1))
+        builder.call(function, [builder.bitcast(pointer, byte_pointer), read, high_locality, data_cache])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen

@@ -6,8 +6,9 @@ import mpmath
 import numpy as np
 import pytest
 from numba import njit
+from numba.core.errors import TypingError
 
-from fastsim.numerics import polar_angle, sincos_turn, tan_small
+from fastsim.numerics import polar_angle, prefetch, sincos_turn, tan_small
 
 ULP_1 = np.spacing(1.0)
 
@@ -131,3 +132,33 @@ def test_tan_small_within_an_ulp_of_mpmath(x):
 def test_tan_small_over_the_series_range():
     x = np.random.default_rng(5).uniform(-0.0625, 0.0625, 1_000_000)
     assert np.all(np.abs(_tan_array(x) - np.tan(x)) <= np.spacing(np.abs(np.tan(x))))
+
+
+@njit(cache=True)
+def _gather_with_prefetch(table, rows, vectors):
+    """sum of table[rows] and of vectors[rows, :], each row prefetched first, some beyond the end."""
+    total = 0.0
+    for i in range(rows.size):
+        prefetch(table, rows[i])
+        prefetch(vectors, np.int32(rows[i]))
+        prefetch(table, rows[i] + 1000)  # a prefetch outside the array does not fault
+    for i in range(rows.size):
+        total += table[rows[i]] + vectors[rows[i], 0] + vectors[rows[i], 3]
+    return total
+
+
+def test_prefetch_leaves_every_value_alone():
+    generator = np.random.default_rng(3)
+    table, vectors = generator.normal(size=5000), generator.normal(size=(5000, 4)).astype(np.float32)
+    rows = generator.integers(0, 5000, 20_000)
+    expected = table[rows].sum() + vectors[rows, 0].astype(np.float64).sum() + vectors[rows, 3].astype(np.float64).sum()
+    assert _gather_with_prefetch(table, rows, vectors) == pytest.approx(expected, rel=1e-12)
+
+
+def test_prefetch_takes_one_or_two_dimensional_arrays_only():
+    @njit
+    def prefetch_cube(cube):
+        prefetch(cube, 0)
+
+    with pytest.raises(TypingError):
+        prefetch_cube(np.zeros((2, 2, 2)))
