@@ -158,8 +158,9 @@ def float_bits(typingctx, x):
 @intrinsic
 def prefetch(typingctx, array, index):
     """Prefetch the cache line of array[index] (1-D) or array[index, 0] (2-D): LLVM's
-    llvm.prefetch (read, keep in all cache levels), which changes no value; an index outside the
-    array is harmless (a prefetch does not fault). Callable inside numba kernels only."""
+    llvm.prefetch (read, keep in all cache levels), which changes no value. The index must lie
+    inside the array, as for an element access (no bounds check). Callable inside numba kernels
+    only."""
     if not (isinstance(array, types.Array) and array.ndim in (1, 2) and isinstance(index, types.Integer)):
         return None
 
