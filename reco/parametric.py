@@ -566,7 +566,7 @@ def _apply_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_m
 # gathers the vectors (many cache misses in flight at once: the table is larger than L2), then
 # the physics. 2x faster than one pass per event. The rank grid (up to 2^18 cells) and the vectors
 # (16 bytes each) are read at random: a pass prefetching the rank cells, and the prefetch of each
-# vector as soon as its row is known, overlap those cache misses (the chain 20-35 % faster).
+# vector as soon as its row is known, overlap those cache misses (the chain 5-41 % faster).
 _SUB_BLOCK = 1024
 
 
