@@ -165,7 +165,8 @@ class ParametricResponse:
         n_cells = int(min(2 ** 18, max(16, theta.size)))
         cell_edges = theta[0] + span * np.arange(n_cells + 1) / n_cells
         # int32: half the cache lines of float64 for the same (integer) values
-        return theta[0], n_cells / span, np.searchsorted(theta, cell_edges).astype(np.int32)
+        rank_type = np.int32 if theta.size < 2**31 else np.int64
+        return theta[0], n_cells / span, np.searchsorted(theta, cell_edges).astype(rank_type)
 
     def kernel_arrays(self):
         """The response as the kernels take it: the bin centres with their lookup grid (`_Axis`;
