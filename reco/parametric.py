@@ -481,11 +481,17 @@ def _interpolation(centres, inv_cell, lookup, theta_e):
 
 
 @njit(cache=True, nogil=True)
+def _rank_position(theta_e, rank_low, rank_inv_cell):
+    """Position of theta_e on the rank grid, in cells from its first edge (fractional)."""
+    return (theta_e - rank_low) * rank_inv_cell
+
+
+@njit(cache=True, nogil=True)
 def _vector_row(seed, event, theta_e, rank_low, rank_inv_cell, rank_table, n_vectors, neighbours):
     """Row of the residual vector of an event: one of the `neighbours` calibration vectors nearest
     in true theta_e (a window around the rank of theta_e, from the rank grid), picked by one
     uniform of STREAM_PARAMETRIC."""
-    x = (theta_e - rank_low) * rank_inv_cell
+    x = _rank_position(theta_e, rank_low, rank_inv_cell)
     n_cells = rank_table.size - 1
     if x <= 0.0:
         rank = 0.0
@@ -502,7 +508,7 @@ def _vector_row(seed, event, theta_e, rank_low, rank_inv_cell, rank_table, n_vec
 @njit(cache=True, nogil=True)
 def _prefetch_rank(theta_e, rank_low, rank_inv_cell, rank_table):
     """Prefetch the rank-grid cell that `_vector_row` reads for theta_e."""
-    x = (theta_e - rank_low) * rank_inv_cell
+    x = _rank_position(theta_e, rank_low, rank_inv_cell)
     prefetch(rank_table, int(min(max(x, 0.0), rank_table.size - 1.0)))
 
 
