@@ -10,6 +10,9 @@ What to use when (all are `@njit` scalars, callable from other kernels and insid
 - `normal(seed, event, stream, index)`: one standard normal (ziggurat).
 - `fill_uniform(seed, event, stream, out)` / `fill_normal(...)`: draws 0 .. n-1 into `out`,
   one Philox block per 4 uniforms, when a kernel needs several numbers for one event.
+- `event_uniform(seed, event, stream)`: the one uniform of an event in a stream that draws a
+  single number per event; `event_group_uniforms(seed, group, stream)` gives those of events
+  4 group .. 4 group + 3 from one Philox block, for a loop over consecutive events.
 - `random_u64(...)` / `philox4x64(...)`: the raw 64-bit words.
 - Python side: `validate_seed` at every API boundary taking a seed, `derive_seed` for campaign
   shards, `uniform_array` / `normal_array` for tests and studies.
@@ -24,7 +27,9 @@ the normal with probability 0.985; the rest (the wedges of the layers and the ta
 r = 3.654) takes further words from the blocks with counter (event, index // 4, attempt,
 index % 4 + 1), attempt = 1, 2, ..., which no uniform uses. Uniform draw i and normal index i of
 one stream share random bits: within one stream, use either kind for a given range of indices,
-not both.
+not both. A stream with one number per event (`event_uniform`) takes word event % 4 of the block
+with counter (event // 4, 0, 0, 1), which no other draw uses: four consecutive events share a
+block, a quarter of the Philox work when a loop keeps it for the next event.
 Stream 0 is reserved for `derive_seed`; named streams are below 1000 and multiple scattering in
 layer l uses stream 1000 + l.
 
@@ -223,6 +228,21 @@ def uniform4(seed, event, stream, block):
     """Uniform draws 4 block .. 4 block + 3 of (seed, event, stream) from one Philox block."""
     x0, x1, x2, x3 = _block(seed, event, stream, block)
     return _to_unit(x0), _to_unit(x1), _to_unit(x2), _to_unit(x3)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def event_group_uniforms(seed, group, stream):
+    """The `event_uniform`s of events 4 group .. 4 group + 3 of (seed, stream), from one Philox
+    block (counter (group, 0, 0, 1))."""
+    x0, x1, x2, x3 = philox4x64(np.uint64(group), _ZERO, _ZERO, _ONE, np.uint64(seed), np.uint64(stream))
+    return _to_unit(x0), _to_unit(x1), _to_unit(x2), _to_unit(x3)
+
+
+@njit(float64(*_KEY[:3]), cache=True, nogil=True)
+def event_uniform(seed, event, stream):
+    """The one uniform of `event` in a stream that draws a single number per event: word event % 4
+    of the block of `event_group_uniforms(seed, event // 4, stream)`."""
+    return event_group_uniforms(seed, event >> np.uint64(2), stream)[np.int64(event & np.uint64(3))]
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -45,8 +45,9 @@ also carries its event's calorimeter term (`reco.pid.calorimeter_term_kernel`, o
 chi2 of "the true muon's track is the muon" minus that of the other hypothesis), which the
 decision adds with the sign of the smeared tracks' order: cluster, track extrapolation and
 angular residuals come from the same event, so their correlations are kept.
-Random numbers: one uniform of `fastsim.rng.STREAM_PARAMETRIC` keyed by (seed, event_id) picks
-the neighbour: independent of the chunking.
+Random numbers: the event's uniform of `fastsim.rng.STREAM_PARAMETRIC`
+(`fastsim.rng.event_uniform`, keyed by (seed, event_id)) picks the neighbour: independent of
+the chunking.
 
 The efficiency eff(theta_e) (weighted, per bin, interpolated linearly between bin centres like
 the widths) is the fraction of events with two reconstructed tracks passing the non-kinematic
@@ -487,10 +488,10 @@ def _rank_position(theta_e, rank_low, rank_inv_cell):
 
 
 @njit(cache=True, nogil=True)
-def _vector_row(seed, event, theta_e, rank_low, rank_inv_cell, rank_table, n_vectors, neighbours):
+def _vector_row(u, theta_e, rank_low, rank_inv_cell, rank_table, n_vectors, neighbours):
     """Row of the residual vector of an event: one of the `neighbours` calibration vectors nearest
-    in true theta_e (a window around the rank of theta_e, from the rank grid), picked by one
-    uniform of STREAM_PARAMETRIC."""
+    in true theta_e (a window around the rank of theta_e, from the rank grid), picked by the
+    event's uniform u of STREAM_PARAMETRIC."""
     x = _rank_position(theta_e, rank_low, rank_inv_cell)
     n_cells = rank_table.size - 1
     if x <= 0.0:
@@ -501,7 +502,6 @@ def _vector_row(seed, event, theta_e, rank_low, rank_inv_cell, rank_table, n_vec
         cell = int(x)
         rank = rank_table[cell] + (x - cell) * (rank_table[cell + 1] - rank_table[cell])
     first = min(max(int(rank) - neighbours // 2, 0), n_vectors - neighbours)
-    u = rng.uniform(seed, event, rng.STREAM_PARAMETRIC, 0)
     return first + min(int(u * neighbours), neighbours - 1)
 
 
@@ -554,8 +554,8 @@ def _apply_kernel(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, phi_m
     n_vectors = residuals.shape[0]
     for i in prange(event_id.size):
         j, f = _interpolation(centres, inv_cell, lookup, theta_e_true[i])
-        row = _vector_row(seed, np.uint64(event_id[i]), theta_e_true[i], rank_low, rank_inv_cell, rank_table,
-                          n_vectors, neighbours)
+        u = rng.event_uniform(seed, np.uint64(event_id[i]), rng.STREAM_PARAMETRIC)
+        row = _vector_row(u, theta_e_true[i], rank_low, rank_inv_cell, rank_table, n_vectors, neighbours)
         te, tm, pe, pm = _smear(j, f, residuals[row, 0], residuals[row, 1], residuals[row, 2], residuals[row, 3],
                                 theta_e_true[i], theta_mu_true[i], phi_e_true[i], phi_mu_true[i], width)
         if te >= tm:
@@ -590,9 +590,14 @@ def _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, ph
         n = min(_SUB_BLOCK, stop - block)
         for j in range(n):
             _prefetch_rank(theta_e_true[block + j], rank_low, rank_inv_cell, rank_table)
+        group, uniforms = np.int64(-1), (0.0, 0.0, 0.0, 0.0)
         for j in range(n):
-            rows[j] = _vector_row(seed, np.uint64(event_id[block + j]), theta_e_true[block + j], rank_low,
-                                  rank_inv_cell, rank_table, n_vectors, neighbours)
+            event = event_id[block + j]
+            if event >> 2 != group:  # consecutive events share their Philox block
+                group = event >> 2
+                uniforms = rng.event_group_uniforms(seed, group, rng.STREAM_PARAMETRIC)
+            rows[j] = _vector_row(uniforms[event & 3], theta_e_true[block + j], rank_low, rank_inv_cell, rank_table,
+                                  n_vectors, neighbours)
             prefetch(residuals, rows[j])
         for j in range(n):
             for c in range(4):

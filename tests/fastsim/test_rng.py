@@ -94,6 +94,18 @@ def test_key_scheme_and_draw_mapping():
         assert u == ((x >> 12) + 0.5) * 2.0**-52
 
 
+def test_event_uniform_key_scheme():
+    """One number per event: word event % 4 of the block with counter (event // 4, 0, 0, 1),
+    which `event_group_uniforms` gives whole, and which no uniform or normal draw uses."""
+    seed, stream = 2**64 - 5, 21
+    for event in (0, 1, 2, 3, 4, 7, 2**63 + 11, MAX):
+        block = _block((event // 4, 0, 0, 1), (seed, stream))
+        u = rng.event_uniform(U64(seed), U64(event), U64(stream))
+        assert u == ((block[event % 4] >> 12) + 0.5) * 2.0**-52
+        assert u == rng.event_group_uniforms(U64(seed), U64(event // 4), U64(stream))[event % 4]
+        assert u != rng.uniform(U64(seed), U64(event), U64(stream), U64(0))
+
+
 def test_int64_and_uint64_arguments_agree():
     assert rng.uniform(5, 6, 7, 9) == rng.uniform(U64(5), U64(6), U64(7), U64(9))
     assert rng.normal(5, 6, 7, 9) == rng.normal(U64(5), U64(6), U64(7), U64(9))

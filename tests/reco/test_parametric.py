@@ -94,10 +94,10 @@ def samples():
             "truth": truth_sample(2 * N, N)}
 
 
-def selected_histogram(events):
+def selected_histogram(events, theta_e_edges=XE):
     s = events["selected"]
     w = events["weight"][s]
-    args = (events["theta_e_rad"][s], events["theta_mu_rad"][s], [XE, YE])
+    args = (events["theta_e_rad"][s], events["theta_mu_rad"][s], [theta_e_edges, YE])
     return np.histogram2d(*args, weights=w)[0], np.histogram2d(*args, weights=w * w)[0]
 
 
@@ -172,12 +172,24 @@ def test_calibration_from_chunks_equals_calibration_from_events(samples):
         calibrate(parts[0], GEOMETRY, Selection.from_dict({"cuts": ["golden_muon"]}))
 
 
-def test_histogram_equals_apply_then_selection(samples):
+@pytest.mark.parametrize("theta_e_min_rad", [5e-3, 1e-3])
+def test_histogram_equals_apply_then_selection(samples, theta_e_min_rad):
+    """Also with theta_e_min below the muon-angle limit, where the histogram must identify the
+    tracks too, and with the events in random order (consecutive events share a Philox block)."""
+    selection = Selection.from_dict({"theta_e_window": {"min_rad": theta_e_min_rad, "max_rad": 20e-3}})
+    edges_e = np.linspace(theta_e_min_rad, 20e-3, 16)
     truth = samples["truth"].select(np.arange(N) < 100_000)
-    events = Selection().apply(apply(truth, samples["response"], 5), GEOMETRY)
-    a, va = selected_histogram(events)
-    b, vb = histogram(truth, samples["response"], 5, Selection(), XE, YE, n_blocks=3)
+    events = selection.apply(apply(truth, samples["response"], 5), GEOMETRY)
+    a, va = selected_histogram(events, edges_e)
+    if theta_e_min_rad < 5e-3:  # some selected events had their smaller angle identified as the electron
+        assert np.any(events["selected"] & events["muon_is_1"])
+    b, vb = histogram(truth, samples["response"], 5, selection, edges_e, YE, n_blocks=3)
     assert np.allclose(a, b, rtol=1e-12, atol=0) and np.allclose(va, vb, rtol=1e-12, atol=0)
+    order = np.random.default_rng(1).permutation(len(truth))
+    shuffled = {name: truth[name][order] for name in ("event_id", "weight", "e_theta_rad", "mu_theta_rad",
+                                                      "e_phi_rad", "mu_phi_rad")}
+    c, vc = histogram(shuffled, samples["response"], 5, selection, edges_e, YE, n_blocks=3)
+    assert np.allclose(a, c, rtol=1e-12, atol=0) and np.allclose(va, vc, rtol=1e-12, atol=0)
     assert events.metadata["mode"] == "parametric"
     assert np.allclose(events["vertex_z_cm"], truth["vertex_z_cm"])
 
