@@ -586,6 +586,10 @@ def _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, ph
     rows = np.empty(_SUB_BLOCK, dtype=np.int64)
     z = np.empty((_SUB_BLOCK, 4), dtype=np.float32)
     term = np.zeros(_SUB_BLOCK, dtype=np.float32)
+    # With theta_e_min at or above the muon limit, an event whose larger angle is within the limit
+    # fails the theta_e cut whichever track is the muon: only the identification's "track 1 is
+    # the electron" can lead to a selected event, and it is skipped (the same histogram, 7 ns less).
+    identify = cuts[1] < muon_limit
     for block in range(start, stop, _SUB_BLOCK):
         n = min(_SUB_BLOCK, stop - block)
         for j in range(n):
@@ -610,8 +614,8 @@ def _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, ph
             te, tm, pe, pm = _smear(b, f, z[j, 0], z[j, 1], z[j, 2], z[j, 3], theta_e_true[i], theta_mu_true[i],
                                     phi_e_true[i], phi_mu_true[i], width)
             t1, t2, p1, p2 = (te, tm, pe, pm) if te >= tm else (tm, te, pm, pe)
-            if muon_is_1_kernel(t1, t2, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering,
-                                _oriented_term(term, j, te >= tm)):
+            if identify and muon_is_1_kernel(t1, t2, beam_energy_gev, muon_limit, sigma_mu, sigma_e0, scattering,
+                                             _oriented_term(term, j, te >= tm)):
                 te, tm, pe, pm = t2, t1, p2, p1
             else:
                 te, tm, pe, pm = t1, t2, p1, p2
