@@ -588,7 +588,7 @@ def _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, ph
     term = np.zeros(_SUB_BLOCK, dtype=np.float32)
     # With theta_e_min at or above the muon limit, an event whose larger angle is within the limit
     # fails the theta_e cut whichever track is the muon: only the identification's "track 1 is
-    # the electron" can lead to a selected event, and it is skipped (the same histogram, 7 ns less).
+    # the electron" can lead to a selected event, and it is skipped (the same histogram, ~6 ns less).
     identify = cuts[1] < muon_limit
     for block in range(start, stop, _SUB_BLOCK):
         n = min(_SUB_BLOCK, stop - block)
