@@ -112,9 +112,7 @@ def _atan_nonnegative(x):
     return high - ((x * _atan_series(x) - low) - x)
 
 
-# inlined (scalars only, so no reference counting): called, its two calls cost the elastic
-# generation ~4 ns of ~46 an event
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def polar_angle(transverse, longitudinal):
     """atan2(transverse, longitudinal) in [0, pi] for transverse >= 0 (any longitudinal)."""
     if longitudinal > 0.0:

@@ -39,7 +39,7 @@ def acoplanarity_kernel(phi_e, phi_mu):
     return math.pi - abs(wrap_angle_kernel(phi_e) - wrap_angle_kernel(phi_mu))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def elastic_theta_mu_kernel(beam_energy_gev, theta_e_rad):
     """The elastic curve theta_mu(theta_e) (rad) for 0 <= theta_e < pi/2, NaN otherwise."""
     return elastic_curve_kernel(beam_energy_gev, theta_e_rad)[0]

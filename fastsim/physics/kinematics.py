@@ -113,8 +113,7 @@ def t_from_theta_mu_kernel(beam_energy_gev, theta_mu_rad, hard_branch):
     return -2.0 * tan2 * p * p / (b + root)
 
 
-# inlined: a caller that needs only the curve skips the slope and the energy
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def elastic_curve_kernel(beam_energy_gev, theta_e_rad):
     """The elastic curve at theta_e (0 <= theta_e < pi/2, NaNs otherwise), in closed form (module
     docstring): (theta_mu (rad), its slope d theta_mu / d theta_e, the electron energy E_e (GeV)).
