@@ -13,7 +13,7 @@ from fastsim.detector.geometry import load_geometry
 from fastsim.generator.generate import Generator, GeneratorConfig
 from fastsim.physics.kinematics import ElasticKinematics
 from reco.events import RecoEvents
-from reco.parametric import CalibrationSample, ParametricResponse, apply, calibrate, histogram
+from reco.parametric import _TRUTH_KEYS, CalibrationSample, ParametricResponse, apply, calibrate, histogram
 from reco.pid import identify
 from reco.selection import Selection
 
@@ -186,8 +186,7 @@ def test_histogram_equals_apply_then_selection(samples, theta_e_min_rad):
     b, vb = histogram(truth, samples["response"], 5, selection, edges_e, YE, n_blocks=3)
     assert np.allclose(a, b, rtol=1e-12, atol=0) and np.allclose(va, vb, rtol=1e-12, atol=0)
     order = np.random.default_rng(1).permutation(len(truth))
-    shuffled = {name: truth[name][order] for name in ("event_id", "weight", "e_theta_rad", "mu_theta_rad",
-                                                      "e_phi_rad", "mu_phi_rad")}
+    shuffled = {name: truth[name][order] for name in _TRUTH_KEYS}
     c, vc = histogram(shuffled, samples["response"], 5, selection, edges_e, YE, n_blocks=3)
     assert np.allclose(a, c, rtol=1e-12, atol=0) and np.allclose(va, vc, rtol=1e-12, atol=0)
     assert events.metadata["mode"] == "parametric"
