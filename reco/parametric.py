@@ -606,7 +606,7 @@ def _histogram_range(seed, event_id, theta_e_true, theta_mu_true, phi_e_true, ph
         for j in range(n):
             for c in range(4):
                 z[j, c] = residuals[rows[j], c]
-            if calo_terms.size:
+            if identify and calo_terms.size:
                 term[j] = calo_terms[rows[j]]
         for j in range(n):
             i = block + j

@@ -9,7 +9,7 @@ from fastsim.detector.calorimeter import IMPACT_SHOWER
 from fastsim.detector.geometry import Calorimeter
 from reco.calorimeter import calorimeter_columns
 from reco.chain import Chain, ChainConfig
-from reco.parametric import CalibrationSample, apply, calibrate
+from reco.parametric import CalibrationSample, apply, calibrate, histogram
 from reco.pid import PidSettings, calorimeter_term_kernel, identify, misid_table
 from reco.selection import Selection
 
@@ -127,6 +127,16 @@ def test_parametric_mode_carries_the_calorimeter_decision(run):
     assert _weighted_misidentified(apply(elastic, kinematic, 23))[0] > full + 8 * error
     with pytest.raises(ValueError, match="pid_settings.calorimeter = False, but the calibration sample was made with"):
         calibrate(sample, config.geometry, selection, kinematic_pid)
+    # the direct histogram takes the same decisions, calorimeter terms included, on both sides of
+    # the muon-angle limit (below it the histogram must identify the tracks)
+    for theta_e_min_rad in (5e-3, 1e-3):
+        window = Selection.from_dict({"theta_e_window": {"min_rad": theta_e_min_rad, "max_rad": 20e-3}})
+        edges_e, edges_mu = np.linspace(theta_e_min_rad, 20e-3, 16), np.linspace(2e-4, 5e-3, 25)
+        chosen = window.apply(parametric_events, config.geometry)["selected"]
+        expected = np.histogram2d(parametric_events["theta_e_rad"][chosen], parametric_events["theta_mu_rad"][chosen],
+                                  bins=(edges_e, edges_mu), weights=parametric_events["weight"][chosen])[0]
+        sum_w, _ = histogram(elastic, response, 23, window, edges_e, edges_mu)
+        assert np.allclose(sum_w, expected, rtol=1e-12, atol=0) and expected.sum() > 0
 
 
 def test_calorimeter_identification_needs_a_calorimeter():
