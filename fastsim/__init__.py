@@ -17,7 +17,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def _source_hash() -> str:

@@ -19,8 +19,8 @@ The model (a parametrized shower, in the spirit of GFlash / Delphes):
   hep-ex/0001020) integrated over depth, with R = R_M / 3: it holds 90 % of the energy within one
   Moliere radius and 99.1 % within 3.5 R_M, as the PDG review states for electromagnetic showers
   (Passage of particles through matter, sec. "Lateral distribution"). Its rectangle integral is
-  closed-form; the central 2.85 cm crystal of PbWO4 (R_M = 1.959 cm) holds 74 % of a centred
-  shower. Energy outside the array is lost; longitudinal leakage (22 cm = 24.7 X0) is neglected;
+  closed-form; the central 2.85 cm crystal of PbWO4 (R_M = 1.959 cm) holds 85.4 % of a
+  centred shower. Energy outside the array is lost; longitudinal leakage (22 cm = 24.7 X0) is neglected;
 - energy resolution: the contained energy E is smeared once per shower with
   sigma^2 = a^2 E + (c E)^2 (stochastic and constant terms) and shared among the crystals in the
   profile's proportions; every crystal adds Gaussian noise of `noise_per_crystal_gev`. The

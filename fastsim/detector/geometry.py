@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsim.config import check_choice, check_integer, check_range, from_mapping, load_toml
+from fastsim.detector.digitization import MAX_NOISE_MEAN
 from fastsim.generator.targets import Target
 from fastsim.materials import material
 
@@ -167,7 +168,7 @@ class Module:
         check_integer("n_strips", self.n_strips, 1)
         check_range("active_length_cm", self.active_length_cm, 0.0, 100.0, low_open=True)
         check_range("hit_efficiency", self.hit_efficiency, 0.0, 1.0)
-        check_range("noise_hits_per_event", self.noise_hits_per_event, 0.0)
+        check_range("noise_hits_per_event", self.noise_hits_per_event, 0.0, MAX_NOISE_MEAN)
         if self.cluster_resolution_cm is not None:
             check_range("cluster_resolution_cm", self.cluster_resolution_cm, 0.0, 1.0, low_open=True)
         material(self.material)
@@ -285,6 +286,12 @@ class Station:
             lows.append(self.target.z_cm)
             highs.append(self.target.z_cm + self.target.thickness_cm)
         return (min(lows), max(highs)) if lows else (0.0, 0.0)
+
+    @property
+    def is_nominal(self) -> bool:
+        """No misalignment of the station or of its modules."""
+        return (self.length_scale == 1.0 and self.z_offset_cm == 0.0
+                and all(m.misalignment == Misalignment() for m in self.modules))
 
     def global_z_cm(self, z_local_cm):
         """Global z (cm) of a local z, with the station's z offset and length scale."""
@@ -410,6 +417,8 @@ class Geometry:
                 raise ValueError(f"stations[{i}] = {station!r} must be a Station")
             if station.name in names:
                 raise ValueError(f"stations[{i}].name = {station.name!r} is used twice")
+            if station.target is None and not station.modules:
+                raise ValueError(f"stations[{i}] ({station.name!r}) has neither a target nor modules")
             names.add(station.name)
         for i, (first, second) in enumerate(zip(self.stations[:-1], self.stations[1:])):
             end = first.z_origin_cm + first.extent_cm[1]
@@ -426,6 +435,34 @@ class Geometry:
             if self.calorimeter.z_cm < end:
                 raise ValueError(f"calorimeter.z_cm = {self.calorimeter.z_cm!r} is before the end of the last "
                                  f"station (z = {end:.6g} cm)")
+        if any(not station.is_nominal for station in self.stations):
+            self._check_misaligned_order()
+
+    def _check_misaligned_order(self):
+        """ValueError unless the misaligned layers keep the nominal order: the stations one after the
+        other, the modules of a station in their order, and the calorimeter behind everything."""
+        layers = self.layers()
+        for i in np.flatnonzero(np.diff(layers.station) < 0):
+            early, late = self.stations[layers.station[i + 1]], self.stations[layers.station[i]]
+            raise ValueError(
+                f"stations {early.name!r} (length_scale = {early.length_scale!r}, z_offset_cm = {early.z_offset_cm!r}) "
+                f"and {late.name!r} (length_scale = {late.length_scale!r}, z_offset_cm = {late.z_offset_cm!r}) overlap "
+                f"with the misalignment: a layer of {early.name!r} is at z = {layers.z_cm[i + 1]:.6g} cm, behind one "
+                f"of {late.name!r} at z = {layers.z_cm[i]:.6g} cm; stations must stay in z order")
+        sensors = layers.kind == KIND_SENSOR
+        for si, station in enumerate(self.stations):
+            modules = layers.module[sensors & (layers.station == si)]
+            for k in np.flatnonzero(np.diff(modules) < 0):
+                early, late = station.modules[modules[k + 1]], station.modules[modules[k]]
+                raise ValueError(
+                    f"modules {early.name!r} ({early.misalignment!r}) and {late.name!r} ({late.misalignment!r}) of "
+                    f"station {station.name!r} (length_scale = {station.length_scale!r}) overlap with the "
+                    "misalignment; modules must stay in z order")
+        if self.calorimeter is not None:
+            end = float(np.max(layers.z_cm + 0.5 * layers.thickness_cm))
+            if self.calorimeter.z_cm < end:
+                raise ValueError(f"calorimeter.z_cm = {self.calorimeter.z_cm!r} is before the last layer, which reaches "
+                                 f"z = {end:.6g} cm with the misalignment of the stations and modules")
 
     # --- counts -----------------------------------------------------------------------------
     @property

@@ -174,6 +174,8 @@ def _cross_layer(seed, event, layer, particle, is_electron, energy, mass, positi
             out_particle[count] = particle
             count += 1
         path = thickness[layer] / denom
+        for c in range(3):  # on to the exit face, where material_step puts the scattering's offset
+            position[c] += 0.5 * path * direction[c]
     else:
         _step_to_z(position, direction, layer_z[layer] + 0.5 * thickness[layer])
         path = thickness[layer] / direction[2]
@@ -185,8 +187,11 @@ def _cross_layer(seed, event, layer, particle, is_electron, energy, mass, positi
 def material_step(seed, event, layer, particle, is_electron, energy, mass, path, position, direction, settings,
                   x0, atomic_number, mass_number, x_station, log_x_station):
     """Bremsstrahlung (electrons) and multiple scattering over `path` cm of `layer`, part of a
-    scatterer of x/X0 = x_station (log_x_station its logarithm); returns the exit energy. An
-    electron scatters with the momentum p_eff = p_in sqrt(2 tau / (e^(2 tau) - 1)), tau =
+    scatterer of x/X0 = x_station (log_x_station its logarithm); returns the exit energy. The
+    particle must already be where the path ends, on the straight line it entered along: the
+    scattering adds its exit-plane offset to `position` and turns `direction` there (stepping on
+    with the turned direction after scattering at the entry would add path x angle to the offset,
+    2.6x its width). An electron scatters with the momentum p_eff = p_in sqrt(2 tau / (e^(2 tau) - 1)), tau =
     ln(E_in / E_out): the mean of 1/p^2 along the path for an exponential energy loss."""
     momentum = math.sqrt(energy * energy - mass * mass)
     scatter_energy = energy
@@ -248,9 +253,9 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
         front = layer_z[target] - 0.5 * thickness[target]
         _step_to_z(position, direction, front)
         depth = (z_v - front) / direction[2]
+        _step_to_z(position, direction, z_v)
         material_step(seed, event, target, 0, False, energy, MUON_MASS_GEV, depth, position, direction, settings,
                       x0, atomic_number, mass_number, station_x[s_v], station_log_x[s_v])
-        _step_to_z(position, direction, z_v)
         true_vertex[i, 0], true_vertex[i, 1], true_vertex[i, 2] = position[0], position[1], z_v
         # outgoing particles, rotated by the incoming muon's deflection
         back = layer_z[target] + 0.5 * thickness[target]
@@ -278,9 +283,9 @@ def _transport(seed, event_ids, vertex, beam_direction, beam_energy, p_offsets, 
                     _store_state(exit_state[i, slot], r, d, e_out, e_out, code)
                 continue
             path = (back - z_v) / d[2]
+            _step_to_z(r, d, back)
             e_k = material_step(seed, event, target, particle, code == PDG_ELECTRON, e_out, mass, path, r, d, settings,
                                 x0, atomic_number, mass_number, station_x[s_v], station_log_x[s_v])
-            _step_to_z(r, d, back)
             for layer in range(target + 1, last + 1):
                 if d[2] <= 0.0:
                     break
@@ -330,11 +335,10 @@ def _to_calorimeter(seed, event_ids, vertex_station, exit_state, lump_front_z, l
             if code != PDG_PHOTON:
                 mass = MUON_MASS_GEV if code == PDG_MUON else ELECTRON_MASS_GEV
                 for st in range(vertex_station[i] + 1, n_stations):
-                    _step_to_z(r, d, lump_front_z[st])
+                    _step_to_z(r, d, lump_back_z[st])
                     energy = material_step(seed, event, n_layers + st, 1 + j, code == PDG_ELECTRON, energy, mass,
                                            (lump_back_z[st] - lump_front_z[st]) / d[2], r, d, settings, x0,
                                            atomic_number, mass_number, station_x[st], station_log_x[st])
-                    _step_to_z(r, d, lump_back_z[st])
                     if d[2] <= 0.0:
                         break
             if d[2] <= 0.0:

@@ -16,7 +16,7 @@ from fastsim.detector.calorimeter import (
     lateral_fraction,
     mip_most_probable_gev,
 )
-from fastsim.detector.geometry import Calorimeter, load_geometry
+from fastsim.detector.geometry import KIND_SENSOR, KIND_TARGET, Calorimeter, load_geometry
 from fastsim.detector.transport import DetectorSimulation, SimulationSettings, geometry_targets
 from fastsim.generator.generate import Generator, GeneratorConfig
 from fastsim.units import PDG_ELECTRON, PDG_MUON
@@ -144,11 +144,68 @@ def test_impacts_are_the_straight_line_from_the_vertex(straight_run):
     assert chunk.calorimeter_energy_gev.shape == (len(truth), 25)
 
 
+def _muon_shift_variance_cm2(geometry, truth, true_vertex_cm):
+    """Expected variance of the muon's calorimeter impact per projection, event by event, from
+    the Gaussian model: every scatterer it meets (the previous station's sensors and target, the
+    target before and after the vertex, the vertex station's sensors, each later station lumped
+    over its length) adds theta0^2 (l^2 / 3 + l D + D^2) for l cm of material ending D cm before
+    the calorimeter (l = 0 for a sensor). A deflection of the incoming muon turns the outgoing
+    one with it. theta0^2 is Highland's of the scatterer's station times the layer's share."""
+    from fastsim.detector.interactions import highland_theta0_rad
+    from fastsim.units import MUON_MASS_GEV
+
+    layers, calo = geometry.layers(), geometry.calorimeter.z_cm
+    front, back = layers.z_cm - 0.5 * layers.thickness_cm, layers.z_cm + 0.5 * layers.thickness_cm
+    x_station = np.array([layers.x_over_x0[layers.station == s].sum() for s in range(len(geometry.stations))])
+    targets = np.flatnonzero(layers.kind == KIND_TARGET)
+    sensors = layers.kind == KIND_SENSOR
+
+    def theta2(momentum, station, x_over_x0):
+        energy = math.hypot(momentum, MUON_MASS_GEV)
+        return highland_theta0_rad(momentum, momentum / energy, 1.0, x_station[station]) ** 2 * x_over_x0 / x_station[station]
+
+    def thick(momentum, station, length_cm, x0_cm, end_cm):
+        distance = calo - end_cm
+        return theta2(momentum, station, length_cm / x0_cm) * (length_cm ** 2 / 3 + length_cm * distance + distance ** 2)
+
+    def thin(momentum, station):
+        rows = sensors & (layers.station == station)
+        return np.sum(theta2(momentum, station, layers.x_over_x0[rows]) * (calo - layers.z_cm[rows]) ** 2)
+
+    variance = np.empty(len(truth))
+    for i in range(len(truth)):
+        p_in = math.sqrt(truth["beam_energy_gev"][i] ** 2 - MUON_MASS_GEV ** 2)
+        p_out = math.sqrt(truth["mu_energy_gev"][i] ** 2 - MUON_MASS_GEV ** 2)
+        z_v = true_vertex_cm[i, 2]
+        t = targets[np.searchsorted(back[targets], z_v)]
+        s = layers.station[t]
+        total = 0.0
+        if s > 0:
+            u = targets[s - 1]
+            total += thin(p_in, s - 1) + thick(p_in, s - 1, layers.thickness_cm[u], layers.x0_cm[u], back[u])
+        total += thick(p_in, s, z_v - front[t], layers.x0_cm[t], z_v)
+        total += thick(p_out, s, back[t] - z_v, layers.x0_cm[t], back[t]) + thin(p_out, s)
+        for later in range(s + 1, len(geometry.stations)):
+            rows = layers.station == later
+            length, end = back[rows].max() - front[rows].min(), back[rows].max()
+            total += thick(p_out, later, length, length / x_station[later], end)
+        variance[i] = total
+    return variance
+
+
 def test_downstream_stations_scatter_on_the_way_to_the_calorimeter(straight_run):
+    """The muon's calorimeter impact moves by multiple scattering as the Gaussian model says, for
+    vertices in each of the three stations (0, 1 or 2 stations lumped on the way): the mean of
+    the squared shift per projection against the expected variance, within 5 standard errors
+    (those of a mean of squared Gaussians with the events' own variances)."""
     geometry, truth, straight = straight_run
     scattered = DetectorSimulation(geometry, SimulationSettings(bremsstrahlung=False), seed=4).simulate(truth)
-    shift = np.hypot(*(scattered.calorimeter_impacts[:, 0, :2] - straight.calorimeter_impacts[:, 0, :2]).T)
+    shift = scattered.calorimeter_impacts[:, 0, :2] - straight.calorimeter_impacts[:, 0, :2]
+    assert np.all(scattered.calorimeter_impacts[:, 0, 3] == IMPACT_MUON)
+    expected = _muon_shift_variance_cm2(geometry, truth, scattered.true_vertex_cm)
     station = np.searchsorted([50.0, 150.0], truth["vertex_z_cm"])  # run2025 targets at 0, 100, 200 cm
-    # muons of 100+ GeV: theta0 ~ 0.1 mrad per station; the further upstream, the larger the shift
-    medians = [np.median(shift[station == s]) for s in range(3)]
-    assert medians[0] > medians[1] > medians[2] > 0.0
+    for s in range(3):
+        rows = station == s
+        observed = np.mean(shift[rows] ** 2)
+        standard_error = math.sqrt(4 * np.sum(expected[rows] ** 2)) / (2 * rows.sum())
+        assert abs(observed - np.mean(expected[rows])) < 5 * standard_error, s

@@ -243,6 +243,10 @@ def _module(table, i=0):
      r"modules\[0\].hit_efficiency = 1.5 is outside the allowed range \[0.0, 1.0\]"),
     (lambda t: _module(t).update(hit_efficiency=-0.1), r"modules\[0\].hit_efficiency = -0.1 is outside"),
     (lambda t: _module(t).update(noise_hits_per_event=-1.0), r"modules\[0\].noise_hits_per_event = -1.0 is outside"),
+    (lambda t: _module(t).update(noise_hits_per_event=150.0),
+     r"modules\[0\].noise_hits_per_event = 150.0 is outside the allowed range \[0.0, 100.0\]"),
+    (lambda t: t["stations"][0].update(modules=[], target=None) or t["stations"][0].pop("target"),
+     r"geometry.stations\[0\] \('S0'\) has neither a target nor modules"),
     (lambda t: _module(t).update(colour="red"), r"unknown key geometry.stations\[0\].modules\[0\].colour = 'red'"),
     (lambda t: t["stations"][0].update(colour="red"), r"unknown key geometry.stations\[0\].colour = 'red'"),
     (lambda t: t.update(colour="red"), r"unknown key geometry.colour = 'red'"),
@@ -314,6 +318,23 @@ def test_bad_misalignment_requests():
         geometry.with_misalignment(stations={0: {"length_scale": 1.5}})
     with pytest.raises(ValueError, match=r"unknown key misalignment\[\(0, 0\)\].dr_cm"):
         geometry.with_misalignment(modules={(0, 0): {"dr_cm": 0.1}})
+
+
+def test_misalignment_keeps_stations_modules_and_calorimeter_in_order():
+    """A station's length scale or z offset, or a module's dz, may not move a layer past the next
+    station's, the next module's or the calorimeter: checked on the misaligned layers, by name."""
+    geometry = load_geometry("tr2023")
+    with pytest.raises(ValueError, match=r"stations 'S0' \(length_scale = 1.1, z_offset_cm = 0.0\) and 'S1' .* overlap "
+                                         r"with the misalignment: a layer of 'S0' is at z = 103.059 cm"):
+        geometry.with_misalignment(stations={0: {"length_scale": 1.1}})
+    with pytest.raises(ValueError, match=r"calorimeter.z_cm = 200.0 is before the last layer, which reaches z = 213.874 cm"):
+        geometry.with_misalignment(stations={1: {"z_offset_cm": 20.0}})
+    with pytest.raises(ValueError, match=r"modules 'X1' .* and 'Y1' \(Misalignment\(.*dz_cm=-4.0.*\)\) of station 'S0' "
+                                         r".* overlap with the misalignment"):
+        geometry.with_misalignment(modules={(0, "Y1"): Misalignment(dz_cm=-4.0)})
+    # misalignments of the studies' size are accepted
+    assert not geometry.with_misalignment(stations={0: {"length_scale": 1.0001, "z_offset_cm": 0.01}},
+                                          modules={(1, "U"): Misalignment(dz_cm=0.05)}).is_nominal
 
 
 def test_unknown_preset_lists_the_available_ones():
