@@ -51,6 +51,14 @@ SECTIONS = ("geometry", "mode", "calibration", "generator", "simulation", "recon
 MODES = ("full", "parametric")
 
 
+def _section(table: dict, key: str, where: str) -> dict:
+    """table[key] (an empty table if absent); ValueError unless it is a table."""
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}.{key} = {value!r} must be a table ([{key}])")
+    return value
+
+
 @dataclass(frozen=True, eq=False)
 class ChainConfig:
     """A validated chain configuration (see the module doc); build it with `from_dict`."""
@@ -92,32 +100,36 @@ class ChainConfig:
             raise ValueError(f"{where}.calibration = {calibration!r} must be a file name")
         if mode == "parametric" and calibration is None:
             raise ValueError(f"{where}.calibration is required with mode = 'parametric' (a file from `muone calibrate`)")
-        generator_table = data.get("generator", {})
-        if isinstance(generator_table, dict) and "targets" in generator_table:
+        if mode == "full" and calibration is not None:
+            raise ValueError(f"{where}.calibration = {calibration!r} is only read with mode = 'parametric' "
+                             "(mode = 'full' reconstructs the events)")
+        generator_table = _section(data, "generator", where)
+        if "targets" in generator_table:
             raise ValueError(f"{where}.generator.targets: the chain puts the vertices in the geometry's targets; "
                              "change the targets in the geometry")
         generator = GeneratorConfig.from_dict(generator_table, where=f"{where}.generator")
         generator = replace(generator, targets=geometry_targets(geometry))
-        simulation = from_mapping(SimulationSettings, data.get("simulation", {}), f"{where}.simulation")
+        simulation = from_mapping(SimulationSettings, _section(data, "simulation", where), f"{where}.simulation")
         beam_energy = {"beam_energy_gev": generator.beam.energy_gev}
-        reco_table = data.get("reconstruction", {})
-        if not isinstance(reco_table, dict) or set(reco_table) - {"tracking", "vertex"}:
+        reco_table = _section(data, "reconstruction", where)
+        if set(reco_table) - {"tracking", "vertex"}:
             raise ValueError(f"{where}.reconstruction must be a table with [tracking] and [vertex] tables; "
-                             f"got keys {sorted(reco_table) if isinstance(reco_table, dict) else reco_table!r}")
-        tracking = from_mapping(TrackingSettings, {**beam_energy, **reco_table.get("tracking", {})},
-                                f"{where}.reconstruction.tracking")
-        vertex = from_mapping(VertexSettings, reco_table.get("vertex", {}), f"{where}.reconstruction.vertex")
+                             f"got keys {sorted(reco_table)}")
+        tracking_input = _section(reco_table, "tracking", f"{where}.reconstruction")
+        tracking = from_mapping(TrackingSettings, {**beam_energy, **tracking_input}, f"{where}.reconstruction.tracking")
+        vertex = from_mapping(VertexSettings, _section(reco_table, "vertex", f"{where}.reconstruction"),
+                              f"{where}.reconstruction.vertex")
         reconstruction = ReconstructionSettings(tracking, vertex)
-        pid = from_mapping(PidSettings, {**beam_energy, **data.get("pid", {})}, f"{where}.pid")
+        pid_input = _section(data, "pid", where)
+        pid = from_mapping(PidSettings, {**beam_energy, **pid_input}, f"{where}.pid")
         if pid.calorimeter and geometry.calorimeter is None:
             raise ValueError(f"{where}.pid.calorimeter = true, but geometry {geometry.name!r} has no [calorimeter]")
         selection = Selection.from_dict(data.get("selection", {}), where=f"{where}.selection")
         # every key explicit (a systematic can name any of them); the beam energy assumed by
         # tracking and identification follows the generator's unless set explicitly
         tracking_table = {k: v for k, v in to_plain(tracking).items()
-                          if k != "beam_energy_gev" or "beam_energy_gev" in reco_table.get("tracking", {})}
-        pid_table = {k: v for k, v in to_plain(pid).items()
-                     if k != "beam_energy_gev" or "beam_energy_gev" in data.get("pid", {})}
+                          if k != "beam_energy_gev" or "beam_energy_gev" in tracking_input}
+        pid_table = {k: v for k, v in to_plain(pid).items() if k != "beam_energy_gev" or "beam_energy_gev" in pid_input}
         data.update(mode=mode, generator={k: v for k, v in to_plain(generator).items() if k != "targets"},
                     simulation=to_plain(simulation), reconstruction={"tracking": tracking_table, "vertex": to_plain(vertex)},
                     pid=pid_table, selection=selection.to_dict())

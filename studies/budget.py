@@ -56,6 +56,7 @@ def run_systematics(chain_table: dict, events: int, seed: int, output_dir, only=
     """Run a systematics campaign (see the module doc) and return its summary; `fixed` names
     the hadronic parameters held at the reference point in the fits."""
     from reco.chain import ChainConfig
+    from reco.selection import CutFlow
     from studies.campaign import Campaign
 
     events = check_integer("events", events, 1)
@@ -98,6 +99,9 @@ def run_systematics(chain_table: dict, events: int, seed: int, output_dir, only=
     totals = {key: sum(shard[key] for shard in per_shard) / n_shards for key in keys}
     summary = estimate_biases(totals, per_shard, shifts, config, luminosity_inv_nb, normalization, threshold, custom,
                               fixed)
+    flow = campaign.sum(["cutflow_sum_w", "cutflow_sum_w2", "cutflow_count"])
+    summary["nominal_cutflow"] = CutFlow(config.selection.new_cutflow().steps, flow["cutflow_sum_w"],
+                                         flow["cutflow_sum_w2"], flow["cutflow_count"]).table()
     summary.update({"events": events, "seed": seed, "n_shards": n_shards, "config_hash": config.hash,
                     "campaign": run.to_dict(), "common_random_numbers": common_random_numbers,
                     "not_applicable": not_applicable})

@@ -155,11 +155,10 @@ def bias_shard(config: dict, shard_seed: int, shard_index: int) -> dict:
             v, w2 = _histograms(events, binning, n_events)
             shifted[j] += v
             shifted_variances[j] += w2
-    flow = nominal.cutflow.to_dict() if hasattr(nominal, "cutflow") else {}
+    flow = nominal.cutflow
     return {"nominal": values, "nominal_variances": variances, "gradient": gradient, "shifted": shifted,
-            "shifted_variances": shifted_variances,
-            "cutflow_weighted": np.array([row["weighted_count"] for row in flow.get("cuts", [])], dtype=np.float64),
-            "cutflow_counts": np.array([row["count"] for row in flow.get("cuts", [])], dtype=np.float64)}
+            "shifted_variances": shifted_variances, "cutflow_sum_w": flow.sum_w, "cutflow_sum_w2": flow.sum_w2,
+            "cutflow_count": flow.count.astype(np.float64)}
 
 
 # --- the linear fit -----------------------------------------------------------------------------

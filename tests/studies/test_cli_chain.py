@@ -45,14 +45,17 @@ def test_simulate_writes_events_and_cutflow(simulated, capsys):
     assert counts == sorted(counts, reverse=True)
 
 
-def test_simulate_json_summary_and_chunking(tmp_path, capsys):
+def test_simulate_json_summary_and_chunking(simulated, tmp_path, capsys):
     summary = run_json(capsys, ["simulate", "--preset", "run2025", "--events", "3000", "--seed", "4",
                                 "--output", str(tmp_path), "--json"])
     assert summary["events"] == 3000
     assert {"cut", "weighted_count", "efficiency"} <= set(summary["cutflow"][0])
-    # the first 3000 events of the 6000-event run, in other chunks, are the same events
-    reference = pq.read_table(tmp_path / "events.parquet").to_pandas()
-    assert reference["selected"].sum() == summary["selected"]
+    written = pq.read_table(tmp_path / "events.parquet").to_pandas()
+    assert written["selected"].sum() == summary["selected"]
+    # the first 3000 events of the 6000-event run (other chunks: 2500 + 500) are the same events
+    reference = pq.read_table(simulated / "events.parquet").to_pandas().iloc[:3000]
+    assert written.equals(reference)
+    assert summary["selected"] == reference["selected"].sum() > 0
 
 
 def test_same_events_whatever_the_chunking(simulated, tmp_path, capsys):
@@ -138,6 +141,17 @@ def test_bad_inputs(tmp_path, capsys):
                                                "--output", str(tmp_path)])
     assert "unknown" in error_line(capsys, ["systematics", "--preset", "run2025", "--events", "10", "--seed", "1",
                                             "--only", "nosuch", "--output", str(tmp_path)])
+    # a calibration without the parametric mode, and sections that are not tables
+    assert ("calibration = 'response.npz' is only read with mode = 'parametric'"
+            in error_line(capsys, ["simulate", "--preset", "run2025", "--events", "10", "--seed", "1",
+                                   "--calibration", "response.npz", "--output", str(tmp_path)]))
+    for text, message in (("pid = []", "bad.toml.pid = [] must be a table ([pid])"),
+                          ("generator = 3", "bad.toml.generator = 3 must be a table ([generator])"),
+                          ("[reconstruction]\ntracking = []",
+                           "bad.toml.reconstruction.tracking = [] must be a table ([tracking])")):
+        config.write_text(f'geometry = "run2025"\n{text}\n')
+        assert message in error_line(capsys, ["simulate", "--config", str(config), "--events", "10", "--seed", "1",
+                                              "--output", str(tmp_path)])
 
 
 def test_systematics_command_with_a_fixed_mass(tmp_path, capsys):

@@ -146,6 +146,26 @@ def test_campaign_report_and_keys(campaign):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_campaign_reports_the_nominal_cut_flow(campaign):
+    """systematics.json's nominal_cutflow is the cut flow of the shards' nominal chains added up."""
+    from fastsim.rng import derive_seed
+
+    output, summary = campaign
+    flow = None
+    for shard in range(2):
+        chain = Chain(ChainConfig.from_dict(CHAIN), derive_seed(7, shard))
+        for _ in chain.run(1500, 1500):
+            pass
+        flow = chain.cutflow if flow is None else flow + chain.cutflow
+    expected = flow.table()
+    assert [row["cut"] for row in summary["nominal_cutflow"]] == [row["cut"] for row in expected]
+    assert [row["count"] for row in summary["nominal_cutflow"]] == [row["count"] for row in expected]
+    assert expected[-1]["count"] > 0
+    for row, want in zip(summary["nominal_cutflow"], expected):
+        assert row["weighted_count"] == pytest.approx(want["weighted_count"], rel=1e-12)
+    assert json.loads((output / "systematics.json").read_text())["nominal_cutflow"][-1]["count"] == expected[-1]["count"]
+
+
 def test_rerun_skips_finished_shards_and_dask_gives_identical_numbers(campaign):
     output, summary = campaign
     again = run_systematics(CHAIN, 3000, 7, output, only="ms_scale,residual_smearing", n_shards=2, n_workers=0,
