@@ -37,6 +37,7 @@ its nominal version.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -182,6 +183,7 @@ class Chain:
         else:
             from reco.parametric import ParametricResponse
 
+            check_calibration(config)
             self.response = ParametricResponse.load(config.calibration, self.nominal_geometry)
         self.events_seen = 0
         self._metadata = {"chain": config.data, "config_hash": config.hash, "seed": self.seed}
@@ -312,6 +314,64 @@ def write_chain(chain: Chain, n_events: int, output_dir, chunk_size: int = 100_0
     return summary
 
 
+def calibration_conditions(config: ChainConfig) -> dict:
+    """What a parametric response measured with `config` holds for: the detector and the
+    reconstruction, that is the geometry as simulated (misalignment included) and the simulation,
+    reconstruction and identification settings, with the beam energy that reconstruction and
+    identification assume. The generator's settings (hadronic running, beam energy shift and
+    spread, radiation) change the truth that the response smears, not the response: the
+    residuals of a true angle are taken as those of the calibration's events at that angle."""
+    plain = {"geometry": to_plain(config.geometry), "simulation": to_plain(config.simulation),
+             "reconstruction": {"tracking": to_plain(config.reconstruction.tracking),
+                                "vertex": to_plain(config.reconstruction.vertex)},
+             "pid": to_plain(config.pid)}
+    return json.loads(json.dumps(plain))  # as the response file stores it
+
+
+def _first_difference(calibrated, current, key=""):
+    """(dotted key, calibrated value, current value) where two plain tables first differ, or None."""
+    if isinstance(calibrated, dict) and isinstance(current, dict):
+        for name in sorted(set(calibrated) | set(current), key=str):
+            found = _first_difference(calibrated.get(name, "<unset>"), current.get(name, "<unset>"),
+                                      f"{key}.{name}" if key else str(name))
+            if found:
+                return found
+        return None
+    if isinstance(calibrated, list) and isinstance(current, list) and len(calibrated) == len(current):
+        for i, (a, b) in enumerate(zip(calibrated, current)):
+            found = _first_difference(a, b, f"{key}.{i}")
+            if found:
+                return found
+        return None
+    return None if calibrated == current else (key, calibrated, current)
+
+
+def check_calibration(config: ChainConfig):
+    """ValueError unless `config.calibration` was measured by this version of the toolkit for
+    `config`'s `calibration_conditions`, naming the first key that differs (reads the file's
+    header only)."""
+    import fastsim
+    from reco.parametric import ParametricResponse, check_calibrated_geometry
+
+    path = config.calibration
+    header = ParametricResponse.read_header(path)
+    check_calibrated_geometry(header["geometry_name"], header["geometry_hash"], config.geometry.nominal(), repr(path))
+    version = header.get("package_version")
+    if version != fastsim.__version__:
+        raise ValueError(f"calibration = {path!r} was measured with version {version} of the toolkit, this is "
+                         f"{fastsim.__version__}, whose events differ: calibrate again (`muone calibrate`)")
+    conditions = header["settings"].get("conditions")
+    if conditions is None:
+        raise ValueError(f"calibration = {path!r} does not record the configuration it was measured with; make it with "
+                         "`muone calibrate` (reco.chain.calibrate_chain)")
+    found = _first_difference(conditions, calibration_conditions(config))
+    if found:
+        key, calibrated, current = found
+        raise ValueError(f"calibration = {path!r} was measured with {key} = {calibrated!r}, this chain has "
+                         f"{key} = {current!r}: calibrate for this configuration (`muone calibrate`), or use "
+                         "mode = 'full'")
+
+
 def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk_size: int = 100_000,
                     progress=None, neighbours: int | None = None, max_vectors_per_bin: int | None = None) -> dict:
     """Measure the parametric response (`reco.parametric.calibrate`) from n_events events of the
@@ -338,7 +398,8 @@ def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk
     sample = CalibrationSample.concatenate(parts)
     del parts
     response = calibrate(sample, chain.nominal_geometry, config.selection, config.pid,
-                         max_vectors_per_bin=max_vectors_per_bin, neighbours=neighbours)
+                         max_vectors_per_bin=max_vectors_per_bin, neighbours=neighbours,
+                         conditions=calibration_conditions(config))
     path = response.save(output)
     return {"events": n_events, "elastic_events": len(sample.weight), "bins": len(response.table()),
             "vectors": int(response.residuals.shape[0]), "neighbours": response.neighbours,

@@ -121,7 +121,9 @@ class ParametricResponse:
     geometry_name, geometry_hash : str
     settings : dict
         pid settings, the folded (non-kinematic) cuts, max_vectors_per_bin, neighbours, the
-        sample size.
+        sample size and the calibration's conditions (`calibrate`).
+    package_version : str
+        The toolkit version that measured it (its events differ from another version's).
     """
 
     theta_e_edges_rad: np.ndarray
@@ -137,6 +139,7 @@ class ParametricResponse:
     geometry_name: str
     geometry_hash: str
     settings: dict = field(default_factory=dict)
+    package_version: str = fastsim.__version__
 
     _ARRAYS = ("theta_e_edges_rad", "width_rad", "bias_rad", "correlation", "vector_theta_e_rad", "residuals",
                "calorimeter_terms", "efficiency", "efficiency_error", "events")
@@ -199,37 +202,54 @@ class ParametricResponse:
         path = Path(path)
         header = {"format_version": FORMAT_VERSION, "geometry_name": self.geometry_name,
                   "geometry_hash": self.geometry_hash, "settings": self.settings,
-                  "package_version": fastsim.__version__}
+                  "package_version": self.package_version}
         with path.open("wb") as handle:
             np.savez_compressed(handle, header=np.array(json.dumps(header)),
                                 **{name: getattr(self, name) for name in self._ARRAYS})
         return path
 
-    @classmethod
-    def load(cls, path, geometry: Geometry | None = None) -> "ParametricResponse":
-        """Read a file written by `save`; with `geometry`, ValueError unless it is the one of the
-        calibration (same content hash)."""
+    @staticmethod
+    def read_header(path) -> dict:
+        """The JSON header of a file written by `save` (geometry, settings with the conditions,
+        package version), without its arrays; ValueError for another kind of file or format."""
         try:
             with np.load(Path(path), allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
-                arrays = {name: np.array(data[name]) for name in cls._ARRAYS}
         except (OSError, KeyError, ValueError) as error:
             raise ValueError(f"calibration = {str(path)!r} is not a parametric-response file: {error}") from None
         if header.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"calibration = {str(path)!r} has format version {header.get('format_version')!r}, "
                              f"this toolkit reads version {FORMAT_VERSION}")
+        return header
+
+    @classmethod
+    def load(cls, path, geometry: Geometry | None = None) -> "ParametricResponse":
+        """Read a file written by `save`; with `geometry`, ValueError unless it is the one of the
+        calibration (same content hash)."""
+        header = cls.read_header(path)
+        try:
+            with np.load(Path(path), allow_pickle=False) as data:
+                arrays = {name: np.array(data[name]) for name in cls._ARRAYS}
+        except (OSError, KeyError, ValueError) as error:
+            raise ValueError(f"calibration = {str(path)!r} is not a parametric-response file: {error}") from None
         response = cls(**arrays, geometry_name=header["geometry_name"], geometry_hash=header["geometry_hash"],
-                       settings=header["settings"])
+                       settings=header["settings"], package_version=header.get("package_version"))
         if geometry is not None:
             response.check_geometry(geometry, where=str(path))
         return response
 
     def check_geometry(self, geometry: Geometry, where: str = "response"):
         """ValueError naming both geometries unless `geometry` has the calibration's content hash."""
-        digest = content_hash(geometry)
-        if digest != self.geometry_hash:
-            raise ValueError(f"{where} was calibrated with geometry {self.geometry_name!r} (hash {self.geometry_hash}), "
-                             f"not with geometry {geometry.name!r} (hash {digest})")
+        check_calibrated_geometry(self.geometry_name, self.geometry_hash, geometry, where)
+
+
+def check_calibrated_geometry(name: str, digest: str, geometry: Geometry, where: str):
+    """ValueError naming both geometries unless `geometry` has the content hash `digest` of the
+    calibration's geometry `name`."""
+    current = content_hash(geometry)
+    if current != digest:
+        raise ValueError(f"{where} was calibrated with geometry {name!r} (hash {digest}), "
+                         f"not with geometry {geometry.name!r} (hash {current})")
 
 
 # --- calibration ----------------------------------------------------------------------------
@@ -325,7 +345,7 @@ def _default_edges(true_theta_e, min_events):
 def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | None = None,
               pid_settings: PidSettings | None = None, theta_e_edges_rad=None,
               max_vectors_per_bin: int | None = None, min_events_per_bin: int = 50,
-              neighbours: int = DEFAULT_NEIGHBOURS) -> ParametricResponse:
+              neighbours: int = DEFAULT_NEIGHBOURS, conditions: dict | None = None) -> ParametricResponse:
     """Measure the parametric response from a full-mode sample.
 
     Parameters
@@ -358,6 +378,10 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
         An event's residual vector is drawn from this many calibration vectors nearest in true
         theta_e (module doc): small enough to follow structure in the response, large enough
         that nearby events do not share few vectors.
+    conditions : dict, optional
+        What else the response depends on, saved with it and checked by the chain that reads it
+        (`reco.chain.calibration_conditions`: the geometry as simulated and the simulation,
+        reconstruction and identification settings).
 
     Returns
     -------
@@ -428,7 +452,8 @@ def calibrate(events: RecoEvents, geometry: Geometry, selection: Selection | Non
 
     settings = {"pid": to_plain(pid_settings), "folded_cuts": [dict(s) for s in selection.non_kinematic_specs()],
                 "max_vectors_per_bin": max_vectors_per_bin, "neighbours": neighbours,
-                "calibration_events": int(len(weight)), "calibration_metadata_hash": events.config_hash}
+                "calibration_events": int(len(weight)), "calibration_metadata_hash": events.config_hash,
+                "conditions": conditions}
     terms = np.zeros(0) if events.calorimeter_term is None else events.calorimeter_term[kept]
     return ParametricResponse(edges, width, bias, correlation, true_theta_e[kept].astype(np.float32),
                               normalized.astype(np.float32), terms.astype(np.float32), efficiency, efficiency_error, counts,

@@ -28,7 +28,7 @@ from fastsim.config import check_integer, check_range
 from studies.report import fixed_suffix
 from systematics import catalogue
 from systematics.bias import (LINEARITY_SIGMAS, RESOLVED_MC_ERRORS, bias_shard, check_fixed_names, estimate_biases,
-                              reference_family)
+                              reference_family, shifted_configs)
 
 DEFAULT_SHARDS = 4
 
@@ -55,7 +55,7 @@ def run_systematics(chain_table: dict, events: int, seed: int, output_dir, only=
                     progress=None, chunk_size: int = 50_000, fixed=()) -> dict:
     """Run a systematics campaign (see the module doc) and return its summary; `fixed` names
     the hadronic parameters held at the reference point in the fits."""
-    from reco.chain import ChainConfig
+    from reco.chain import ChainConfig, check_calibration
     from reco.selection import CutFlow
     from studies.campaign import Campaign
 
@@ -86,6 +86,13 @@ def run_systematics(chain_table: dict, events: int, seed: int, output_dir, only=
     if not chosen:
         raise ValueError(f"no chosen systematic changes this configuration: {not_applicable}")
     shifts = planned_shifts(chosen, linearity)
+    if config.mode == "parametric":  # before the campaign: a shift the response cannot serve is an error
+        check_calibration(config)
+        for (name, n_sigma), shifted in zip(shifts, shifted_configs(config, shifts, custom_tables)):
+            try:
+                check_calibration(shifted)
+            except ValueError as error:
+                raise ValueError(f"systematic {name!r} ({n_sigma:+g} sigma) in parametric mode: {error}") from None
     task_config = {"chain": config.data, "events": events // n_shards, "chunk_size": chunk_size,
                    "binning": binning, "shifts": [[name, k] for name, k in shifts],
                    "systematics": list(custom_tables), "common_random_numbers": common_random_numbers}

@@ -101,6 +101,33 @@ def test_parametric_histogram_goes_straight_from_the_generation_kernel(response_
         chain.histogram(10, EDGES_E, EDGES_MU[::-1])
 
 
+def test_a_response_serves_only_the_detector_and_reconstruction_it_was_measured_with(response_file, monkeypatch):
+    """The chain refuses a calibration made for another geometry (misalignment included),
+    simulation, reconstruction, identification or toolkit version, naming the key; the
+    generator's settings may differ (they change the truth the response smears)."""
+    import fastsim
+    from fastsim.detector.geometry import Misalignment
+
+    nominal = ChainConfig.from_dict({"geometry": "run2025", "mode": "parametric", "calibration": str(response_file)})
+    Chain(nominal, 1)
+    for key, change, message in (
+            ("simulation.ms_scale", lambda v: 1.5 * v, r"simulation.ms_scale = 1.0, this chain has simulation.ms_scale = 1.5"),
+            ("pid.muon_resolution_rad", lambda v: 3 * v, r"pid.muon_resolution_rad = "),
+            ("reconstruction.tracking.ms_scale", lambda v: 0.0, r"reconstruction.tracking.ms_scale = 1.0, .* = 0.0"),
+            ("generator.beam.energy_gev", lambda v: 150.0, r"pid.beam_energy_gev = 160.0, this chain has pid.beam_energy_gev = 150.0"),
+            ("geometry.stations.1.modules.2.misalignment", lambda v: {"dx_cm": 0.01},
+             r"geometry.stations.1.modules.2.misalignment.dx_cm = 0.0, this chain has .*dx_cm = 0.01")):
+        changed = nominal.with_change(key, change, create=True)
+        with pytest.raises(ValueError, match=rf"calibration = '.*run2025.npz' was measured with {message}"):
+            Chain(changed, 1)
+    for key, change in (("generator.elastic.K", lambda v: 1.1 * v), ("generator.beam.energy_shift_gev", lambda v: 0.003)):
+        Chain(nominal.with_change(key, change, create=True), 1)
+    assert Chain(nominal.with_change("geometry.stations.1.modules.2.misalignment", lambda v: {"dx_cm": 0.0}, create=True), 1)
+    monkeypatch.setattr(fastsim, "__version__", "0.0.1")
+    with pytest.raises(ValueError, match=r"measured with version .* this is 0.0.1, whose events differ: calibrate again"):
+        Chain(nominal, 1)
+
+
 def test_full_histogram_is_that_of_the_selected_events():
     config = ChainConfig.from_dict({"geometry": "run2025"})
     sum_w, sum_w2 = Chain(config, 6).histogram(4_000, EDGES_E, EDGES_MU, chunk_size=1_500)

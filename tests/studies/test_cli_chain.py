@@ -130,6 +130,14 @@ def test_calibrate_then_parametric_simulate(tmp_path, capsys):
     err = error_line(capsys, ["simulate", "--preset", "tr2023", "--events", "10", "--seed", "1", "--mode", "parametric",
                               "--calibration", str(response), "--output", str(tmp_path / "x")])
     assert "geometry" in err and "run2025" in err
+    # a systematic of the detector needs a response calibrated for its shift: refused before the campaign
+    config = tmp_path / "parametric.toml"
+    config.write_text(f'geometry = "run2025"\nmode = "parametric"\ncalibration = "{response}"\n')
+    err = error_line(capsys, ["systematics", "--config", str(config), "--events", "100", "--seed", "1", "--only",
+                              "ms_scale", "--no-linearity", "--output", str(tmp_path / "s")])
+    assert ("systematic 'ms_scale' (+1 sigma) in parametric mode: calibration = " in err
+            and "was measured with simulation.ms_scale = 1.0, this chain has simulation.ms_scale = 1.01" in err)
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
 
 
 def test_bad_inputs(tmp_path, capsys):
