@@ -780,7 +780,7 @@ def apply(truth, response: ParametricResponse, seed: int) -> RecoEvents:
     RecoEvents
         Truth columns, the two tracks (theta_1 >= theta_2, truth_pdg_1/2), the identification and
         observables, calo_term (with a calorimeter response), vertex_z_cm = the true vertex z,
-        weight = truth weight * efficiency;
+        weight = truth weight * efficiency (true_weight the truth weight);
         metadata: mode "parametric", seed, folded_cuts, the response's geometry and hash.
     """
     seed = _checked(response, seed)
@@ -796,7 +796,8 @@ def apply(truth, response: ParametricResponse, seed: int) -> RecoEvents:
     _apply_kernel(seed, data["event_id"], data["e_theta_rad"], data["mu_theta_rad"], data["e_phi_rad"],
                   data["mu_phi_rad"], data["weight"], *response.kernel_arrays(),
                   *response.pid_settings.kernel_args(), *out.values())
-    columns = {"event_id": data["event_id"], "process": data["process"], "true_t_gev2": data["t_gev2"],
+    columns = {"event_id": data["event_id"], "process": data["process"], "true_weight": data["weight"],
+               "true_t_gev2": data["t_gev2"],
                "true_theta_e_rad": data["e_theta_rad"], "true_theta_mu_rad": data["mu_theta_rad"],
                "true_phi_e_rad": data["e_phi_rad"], "true_phi_mu_rad": data["mu_phi_rad"],
                "true_vertex_z_cm": data["vertex_z_cm"], "vertex_z_cm": data["vertex_z_cm"],

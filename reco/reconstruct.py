@@ -293,7 +293,7 @@ def make_event_workspace(max_modules, max_candidates, capacity, n_stations):
 def _truth_columns(truth) -> dict:
     return {
         "event_id": truth["event_id"], "process": truth["process"], "weight": truth["weight"],
-        "true_t_gev2": truth["t_gev2"], "true_theta_e_rad": truth["e_theta_rad"],
+        "true_weight": truth["weight"], "true_t_gev2": truth["t_gev2"], "true_theta_e_rad": truth["e_theta_rad"],
         "true_theta_mu_rad": truth["mu_theta_rad"], "true_phi_e_rad": truth["e_phi_rad"],
         "true_phi_mu_rad": truth["mu_phi_rad"], "true_vertex_z_cm": truth["vertex_z_cm"],
         "beam_energy_gev": truth["beam_energy_gev"],

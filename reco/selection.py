@@ -40,7 +40,10 @@ independent of the chunking. The tracks are re-ordered by angle if needed and id
 
 Parametric samples (`reco.parametric.apply`) carry the efficiency of the non-kinematic cuts in
 their weights and list those cuts in ``metadata["folded_cuts"]``; on such a sample the folded cuts
-let every event through (they are checked to equal the selection's, else ValueError).
+let every event through (they are checked to equal the selection's, else ValueError). Their cut
+flow takes the truth weights (`true_weight`) up to the first folded cut and the folded weights
+from it on: "all" is the generated cross section as in full mode, the first folded cut's row
+carries the efficiency of all the folded cuts measured together, and the other folded cuts show 1.
 """
 
 from __future__ import annotations
@@ -445,11 +448,16 @@ class Selection:
         masks = self.masks(events, geometry)
         passing = np.ones(len(events), dtype=bool)
         weight = events["weight"]
+        # a parametric sample carries the folded cuts' efficiency in its weights: the rows before
+        # the first folded cut take the truth weights, the rows from it on the folded ones
+        folded = events.metadata.get("folded_cuts") is not None
+        truth_weight = events["true_weight"] if folded else weight
+        first_folded = next((i for i, (_, cut) in enumerate(self.cuts) if folded and not cut.kinematic), len(self.cuts))
         flow = self.new_cutflow()
-        flow.sum_w[0], flow.sum_w2[0], flow.count[0] = weight.sum(), np.dot(weight, weight), len(events)
-        for i, mask in enumerate(masks, start=1):
-            passing &= mask
-            w = weight[passing]
+        for i, mask in enumerate([None, *masks]):
+            if mask is not None:
+                passing &= mask
+            w = (truth_weight if i <= first_folded else weight)[passing]
             flow.sum_w[i], flow.sum_w2[i], flow.count[i] = w.sum(), np.dot(w, w), w.size
         events["selected"] = passing
         if cutflow is not None:
