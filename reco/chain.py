@@ -388,6 +388,13 @@ def calibrate_chain(config: ChainConfig, n_events: int, seed: int, output, chunk
         max_vectors_per_bin = check_integer("max_vectors_per_bin", max_vectors_per_bin, 1)
     if config.mode != "full":
         raise ValueError("calibrate: the response is measured from the full reconstruction (mode = 'full')")
+    if config.generator.elastic.radiation != "none":
+        # the response resamples the calibration events without their weights, which at one angle
+        # are equal at LO (to 3e-4) but spread by ~70 % with radiation
+        raise ValueError(f"calibrate: generator.elastic.radiation = {config.generator.elastic.radiation!r}; the "
+                         "response resamples the calibration events without their weights, which radiation spreads "
+                         "by ~70 % at one angle: calibrate with radiation = 'none' (the response smears radiative "
+                         "truth too)")
     chain = Chain(config, seed)
     parts = []
     for first in range(0, n_events, chunk_size):

@@ -119,6 +119,10 @@ def test_calibrate_then_parametric_simulate(tmp_path, capsys):
     assert "neighbours = 0 is outside" in error_line(capsys, ["calibrate", "--preset", "run2025", "--events", "20000",
                                                               "--seed", "8", "--output", str(tmp_path / "bad.npz"),
                                                               "--neighbours", "0"])
+    nlo = tmp_path / "nlo.toml"
+    nlo.write_text('geometry = "run2025"\n[generator.elastic]\nradiation = "nlo"\nee_min_gev = 1.0\n')
+    assert "calibrate: generator.elastic.radiation = 'nlo'; the response resamples" in error_line(
+        capsys, ["calibrate", "--config", str(nlo), "--events", "100", "--seed", "8", "--output", str(tmp_path / "n.npz")])
     parametric = run_json(capsys, ["simulate", "--preset", "run2025", "--events", "20000", "--seed", "9", "--mode",
                                    "parametric", "--calibration", str(response), "--output", str(tmp_path / "p"), "--json"])
     full = run_json(capsys, ["simulate", "--preset", "run2025", "--events", "20000", "--seed", "9",
