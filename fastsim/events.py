@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from fastsim.io.files import temporary_beside
 
 PROCESS_NAMES = ("elastic", "pair", "external")
 PROCESS_CODES = {name: code for code, name in enumerate(PROCESS_NAMES)}
@@ -146,9 +147,7 @@ class TruthWriter:
             raise ValueError(f"output = {str(self.path)!r} cannot be written: directory {str(directory)!r} is not writable")
         if self.path.is_dir():
             raise ValueError(f"output = {str(self.path)!r} is a directory, not a file name")
-        handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=directory)
-        os.close(handle)
-        self._temporary = Path(temporary)
+        self._temporary = temporary_beside(self.path)
         self._metadata = metadata
         self._writer = None
 

@@ -58,7 +58,6 @@ import multiprocessing
 import os
 import pickle
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -72,6 +71,7 @@ from tqdm import tqdm
 
 import fastsim
 from fastsim.config import check_integer, check_range, content_hash, to_plain
+from fastsim.io.files import temporary_beside
 from fastsim.rng import STREAM_CAMPAIGN_SELF_TEST, derive_seed, uniform_array, validate_seed
 
 FORMAT_VERSION = 1
@@ -464,9 +464,7 @@ def _read_shard_file(path, keys):
 
 def _atomic_write(path, write):
     """Call write(temporary_path) then rename the temporary file to `path` (same directory)."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
+    temporary = temporary_beside(path)
     try:
         write(temporary)
         os.replace(temporary, path)

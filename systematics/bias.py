@@ -288,11 +288,12 @@ def _batch_error(per_shard) -> float:
     return float(math.sqrt(n * per_shard.var(ddof=1)))
 
 
-def _resolved(delta_amu: float, mc_error: float) -> bool:
-    """Whether a bias stands out of its Monte Carlo error (RESOLVED_MC_ERRORS); an exact zero (a
-    shift that moves no event) counts as resolved, a bias without an MC error (one shard) not."""
+def _resolved(delta_amu: float, mc_error: float, n_sigma: float) -> bool:
+    """Whether a bias stands out of its Monte Carlo error (RESOLVED_MC_ERRORS). The exact zero of a
+    zero shift counts as resolved; a shift that moves no event of the sample is not (its bias is
+    below what the sample can see), nor is a bias without an MC error (one shard)."""
     if delta_amu == 0.0:
-        return True
+        return n_sigma == 0.0
     return bool(math.isfinite(mc_error) and abs(delta_amu) > RESOLVED_MC_ERRORS * mc_error)
 
 
@@ -338,7 +339,8 @@ def estimate_biases(totals: dict, per_shard: list, shifts: list, chain_config, l
                      for k in LINEARITY_SIGMAS if (name, k) in by_shift and one_sigma != 0.0}
         rows.append(BiasRow(name, n_sigma, systematic.shift_label(n_sigma), systematic.sigma,
                             total.get("K", math.nan), total.get("M_gev2", math.nan), total["amu"], mc_error,
-                            required, linearity, systematic.reference, _resolved(total["amu"], mc_error)))
+                            required, linearity, systematic.reference,
+                            _resolved(total["amu"], mc_error, n_sigma)))
     return {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "fixed": list(fit.fixed),
             "amu": fit.amu, "stat_error_amu": errors["amu"], "stat_errors": errors, "threshold": threshold,
             "n_shards": n_shards, "biases": [row.to_dict() for row in rows]}

@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from fastsim.config import check_integer, check_range
+from fastsim.io.files import temporary_beside
 
 FORMAT = "muone-histogram"
 FORMAT_VERSION = 1
@@ -232,9 +232,9 @@ class Histogram:
         directory = path.parent if str(path.parent) else Path(".")
         if not directory.is_dir():
             raise ValueError(f"output = {str(path)!r} cannot be written: directory {str(directory)!r} does not exist")
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
+        temporary = temporary_beside(path)
         try:
-            with os.fdopen(handle, "w") as stream:
+            with open(temporary, "w") as stream:
                 json.dump(self.to_dict(), stream, default=str)
             os.replace(temporary, path)
         except BaseException:

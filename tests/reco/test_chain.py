@@ -106,7 +106,6 @@ def test_a_response_serves_only_the_detector_and_reconstruction_it_was_measured_
     simulation, reconstruction, identification or toolkit version, naming the key; the
     generator's settings may differ (they change the truth the response smears)."""
     import fastsim
-    from fastsim.detector.geometry import Misalignment
 
     nominal = ChainConfig.from_dict({"geometry": "run2025", "mode": "parametric", "calibration": str(response_file)})
     Chain(nominal, 1)

@@ -30,6 +30,10 @@ def test_zero_shift_gives_exactly_zero_bias():
     assert [row["delta_amu"] for row in summary["biases"]] == [0.0, 0.0]
     assert [row["delta_K"] for row in summary["biases"]] == [0.0, 0.0]
     assert [row["resolved"] for row in summary["biases"]] == [True, True]  # an exact zero is no noise
+    # a nonzero shift that moves no event of the sample: its bias is below what the sample sees
+    moved_nothing = estimate_biases(shard, [shard, shard], [("ms_scale", 1.0), ("beam_energy_shift", 1.0)], config, 1e5)
+    assert [row["delta_amu"] for row in moved_nothing["biases"]] == [0.0, 0.0]
+    assert [row["resolved"] for row in moved_nothing["biases"]] == [False, False]
 
 
 def test_a_bias_within_its_mc_error_is_not_resolved():

@@ -10,7 +10,6 @@ from fastsim.detector.calorimeter import IMPACT_NONE
 from fastsim.detector.digitization import StripHits, expected_resolution_cm
 from fastsim.detector.geometry import Geometry, Misalignment, geometry_table, load_geometry
 from fastsim.detector.slab import scatter_through_slab
-from fastsim.detector.stubs import DEFAULT_WINDOW_STRIPS as DEFAULT_WINDOW
 from fastsim.detector.stubs import build_stubs
 from fastsim.detector.transport import DetectorSimulation, SimulationSettings, geometry_targets
 from fastsim.generator.beam import BeamModel
