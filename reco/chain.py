@@ -355,7 +355,8 @@ def check_calibration(config: ChainConfig):
 
     path = config.calibration
     header = ParametricResponse.read_header(path)
-    check_calibrated_geometry(header["geometry_name"], header["geometry_hash"], config.geometry.nominal(), repr(path))
+    check_calibrated_geometry(header["geometry_name"], header["geometry_hash"], config.geometry.nominal(),
+                              f"calibration = {path!r}")
     version = header.get("package_version")
     if version != fastsim.__version__:
         raise ValueError(f"calibration = {path!r} was measured with version {version} of the toolkit, this is "

@@ -191,8 +191,9 @@ def material_step(seed, event, layer, particle, is_electron, energy, mass, path,
     particle must already be where the path ends, on the straight line it entered along: the
     scattering adds its exit-plane offset to `position` and turns `direction` there (stepping on
     with the turned direction after scattering at the entry would add path x angle to the offset,
-    2.6x its width). An electron scatters with the momentum p_eff = p_in sqrt(2 tau / (e^(2 tau) - 1)), tau =
-    ln(E_in / E_out): the mean of 1/p^2 along the path for an exponential energy loss."""
+    2.6x its width). An electron scatters with the momentum p_eff = p_in sqrt(2 tau /
+    (e^(2 tau) - 1)), tau = ln(E_in / E_out): the mean of 1/p^2 along the path for an
+    exponential energy loss."""
     momentum = math.sqrt(energy * energy - mass * mass)
     scatter_energy = energy
     if is_electron and settings[2] != 0.0:
