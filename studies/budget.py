@@ -165,6 +165,12 @@ def bias_table_markdown(summary: dict) -> str:
         lines += ["", f"Not resolved by this Monte Carlo sample (|delta a_mu| below {RESOLVED_MC_ERRORS:g} MC errors, "
                   f"or no MC error): {names}. Their bias and required precision are Monte Carlo noise; more events "
                   "(or shards, for the error itself) resolve them."]
+    nonlinear = [row for row in summary["biases"] if not row["linear_regime"]]
+    if nonlinear:
+        names = ", ".join(sorted({f"{row['name']} ({row['shift']})" for row in nonlinear}))
+        lines += ["", f"Outside the linear regime (a fitted parameter moves by more than its statistical error, so the "
+                  f"linearized fit does not hold): {names}. Fix the parameter the data do not determine (--fix "
+                  "M_gev2 on a short t range) or fit the shifted histogram itself."]
     if summary.get("not_applicable"):
         lines += ["", "Not run, as they do not change this configuration:", ""]
         lines += [f"- {row['name']}: {row['reason']}" for row in summary["not_applicable"]]

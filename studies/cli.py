@@ -649,6 +649,7 @@ def _run_systematics(args):
     lines += [f"{r['name']:<22s} {r['shift']:<12s} delta a_mu = {r['delta_amu'] * 1e10:+.4g} +- "
               f"{r['delta_amu_mc_error'] * 1e10:.2g} e-10   required precision {r['required_precision']:.3g}"
               + ("" if r["resolved"] else "   (not resolved by the MC: more events)")
+              + ("" if r["linear_regime"] else "   (outside the linear regime: see systematics.md)")
               for r in summary["biases"]]
     lines += [f"{r['name']:<22s} not run: {r['reason']}" for r in summary["not_applicable"]]
     lines.append(f"report: {args.output}/systematics.md, {args.output}/bias_budget.png")

@@ -274,6 +274,7 @@ class BiasRow:
     linearity: dict
     reference: str
     resolved: bool
+    linear_regime: bool
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -295,6 +296,13 @@ def _resolved(delta_amu: float, mc_error: float, n_sigma: float) -> bool:
     if delta_amu == 0.0:
         return n_sigma == 0.0
     return bool(math.isfinite(mc_error) and abs(delta_amu) > RESOLVED_MC_ERRORS * mc_error)
+
+
+def _linear_regime(shift: dict, errors: dict, names) -> bool:
+    """Whether every fitted hadronic parameter moves by less than its statistical error: beyond
+    it the cost of a parameter the data barely determine (M on a short t range) is no longer the
+    paraboloid that the linear fit assumes, and the bias is not what a fit would find."""
+    return all(abs(shift[name]) <= errors[name] for name in names if errors.get(name, 0.0) > 0.0)
 
 
 def estimate_biases(totals: dict, per_shard: list, shifts: list, chain_config, luminosity_inv_nb: float,
@@ -340,7 +348,7 @@ def estimate_biases(totals: dict, per_shard: list, shifts: list, chain_config, l
         rows.append(BiasRow(name, n_sigma, systematic.shift_label(n_sigma), systematic.sigma,
                             total.get("K", math.nan), total.get("M_gev2", math.nan), total["amu"], mc_error,
                             required, linearity, systematic.reference,
-                            _resolved(total["amu"], mc_error, n_sigma)))
+                            _resolved(total["amu"], mc_error, n_sigma), _linear_regime(total, errors, family.names)))
     return {"luminosity_inv_nb": luminosity_inv_nb, "normalization": normalization, "fixed": list(fit.fixed),
             "amu": fit.amu, "stat_error_amu": errors["amu"], "stat_errors": errors, "threshold": threshold,
             "n_shards": n_shards, "biases": [row.to_dict() for row in rows]}

@@ -49,6 +49,26 @@ def test_a_bias_within_its_mc_error_is_not_resolved():
         assert row["resolved"] is resolved, row
 
 
+def test_a_shift_beyond_a_parameter_error_is_outside_the_linear_regime():
+    """A histogram change along the template gradient of one parameter, by a known multiple of its
+    statistical error: the linear fit returns that shift, and the bias is flagged outside the
+    linear regime when it exceeds the error (as on run2025, whose t range barely determines M)."""
+    config = ChainConfig.from_dict(CHAIN)
+    shard = bias_shard(_task([["ms_scale", 0.0]]), 11, 0)
+    errors = estimate_biases(shard, [shard, shard], [("ms_scale", 0.0)], config, 1e5)["stat_errors"]
+    for index, name in enumerate(("K", "M_gev2")):
+        for multiple, linear in ((0.5, True), (3.0, False)):
+            change = multiple * errors[name] * shard["gradient"][index]
+            shards = [{**shard, "shifted": (shard["nominal"] + change)[None, :]}] * 2
+            totals = {key: shards[0][key] for key in ("nominal", "gradient", "shifted")}
+            row = estimate_biases(totals, shards, [("ms_scale", 1.0)], config, 1e5)["biases"][0]
+            assert row[f"delta_{name}"] == pytest.approx(multiple * errors[name], rel=1e-6)
+            assert row["linear_regime"] is linear, (name, multiple, row)
+    # with M held, the same M-like change is absorbed by K and the normalization only
+    row = estimate_biases(totals, shards, [("ms_scale", 1.0)], config, 1e5, fixed=("M_gev2",))["biases"][0]
+    assert row["delta_M_gev2"] == 0.0
+
+
 def _mc_error(crn, n_shards=6):
     config = ChainConfig.from_dict(CHAIN)
     shards = [bias_shard(_task([["ms_scale", 1.0]], crn=crn), 100 + k, k) for k in range(n_shards)]
@@ -145,7 +165,12 @@ def test_campaign_report_and_keys(campaign):
     assert "| ms_scale |" in table
     for row in saved["biases"]:
         assert row["resolved"] == (abs(row["delta_amu"]) > 2.0 * row["delta_amu_mc_error"])
-        assert (f"{row['name']} ({row['shift']})" in table.partition("Not resolved")[2]) == (not row["resolved"])
+        label = f"{row['name']} ({row['shift']})"
+        paragraphs = table.split("\n\n")
+        unresolved = "".join(p for p in paragraphs if p.startswith("Not resolved"))
+        nonlinear = "".join(p for p in paragraphs if p.startswith("Outside the linear regime"))
+        assert (label in unresolved) == (not row["resolved"])
+        assert (label in nonlinear) == (not row["linear_regime"])
     png = (output / "bias_budget.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
