@@ -159,18 +159,16 @@ def bias_table_markdown(summary: dict) -> str:
         lines.append(f"| {row['name']} | {row['shift']} | {row['delta_amu'] * 1e10:+.4f} | "
                      f"{row['delta_amu_mc_error'] * 1e10:.4f} | {row['delta_amu'] / summary['stat_error_amu']:+.3f} | "
                      f"{row['required_precision']:.3g} | {linearity} |")
-    unresolved = [row for row in summary["biases"] if not row["resolved"]]
-    if unresolved:
-        names = ", ".join(sorted({f"{row['name']} ({row['shift']})" for row in unresolved}))
-        lines += ["", f"Not resolved by this Monte Carlo sample (|delta a_mu| below {RESOLVED_MC_ERRORS:g} MC errors, "
-                  f"or no MC error): {names}. Their bias and required precision are Monte Carlo noise; more events "
-                  "(or shards, for the error itself) resolve them."]
-    nonlinear = [row for row in summary["biases"] if not row["linear_regime"]]
-    if nonlinear:
-        names = ", ".join(sorted({f"{row['name']} ({row['shift']})" for row in nonlinear}))
-        lines += ["", f"Outside the linear regime (a fitted parameter moves by more than its statistical error, so the "
-                  f"linearized fit does not hold): {names}. Fix the parameter the data do not determine (--fix "
-                  "M_gev2 on a short t range) or fit the shifted histogram itself."]
+    notes = (("resolved", f"Not resolved by this Monte Carlo sample (|delta a_mu| below {RESOLVED_MC_ERRORS:g} MC errors, "
+                            "or no MC error): {}. Their bias and required precision are Monte Carlo noise; more events "
+                            "(or shards, for the error itself) resolve them."),
+             ("linear_regime", "Outside the linear regime (a fitted parameter moves by more than its statistical error, "
+                               "so the linearized fit does not hold): {}. Fix the parameter the data do not determine "
+                               "(--fix M_gev2 on a short t range) or fit the shifted histogram itself."))
+    for flag, text in notes:
+        flagged = sorted({f"{row['name']} ({row['shift']})" for row in summary["biases"] if not row[flag]})
+        if flagged:
+            lines += ["", text.format(", ".join(flagged))]
     if summary.get("not_applicable"):
         lines += ["", "Not run, as they do not change this configuration:", ""]
         lines += [f"- {row['name']}: {row['reason']}" for row in summary["not_applicable"]]
