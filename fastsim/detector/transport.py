@@ -410,7 +410,9 @@ class DetectorSimulation:
             for s in range(n_stations)
         )
         self.capacity = _PARTICLES_PER_EVENT * per_two_stations
-        self.modules = ModuleMap.from_layers(layers)
+        # the stub window is centred on the bend the chips are programmed with, that of the nominal
+        # geometry: a misaligned module's true bend moves within its window
+        self.modules = ModuleMap.from_layers(geometry.nominal().layers())
         self.sensor_parameters = SensorParameters.checked(
             pitch_cm=layers.pitch_cm[sensors], n_strips=layers.n_strips[sensors],
             thickness_cm=layers.thickness_cm[sensors], efficiency=layers.efficiency[sensors],

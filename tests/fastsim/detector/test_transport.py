@@ -10,7 +10,7 @@ from fastsim.detector.calorimeter import IMPACT_NONE
 from fastsim.detector.digitization import StripHits, expected_resolution_cm
 from fastsim.detector.geometry import Geometry, Misalignment, geometry_table, load_geometry
 from fastsim.detector.slab import scatter_through_slab
-from fastsim.detector.stubs import build_stubs
+from fastsim.detector.stubs import ModuleMap, build_stubs
 from fastsim.detector.transport import DetectorSimulation, SimulationSettings, geometry_targets
 from fastsim.generator.beam import BeamModel
 from fastsim.generator.generate import Generator, GeneratorConfig
@@ -206,6 +206,17 @@ def test_known_misalignment_moves_hits(station_events):
     expected = -shift * layers.measure_dir[rows, 0] + shift * layers.normal[rows, 0] * nominal["tan_alpha"][second]
     deviation = np.abs(moved["u_cm"][second] - nominal["u_cm"][second] - expected)
     assert np.median(deviation) < 1e-7 and deviation.max() < 1e-4
+
+
+def test_stub_window_is_centred_on_the_nominal_bend(station_events):
+    """The chips' stub window is programmed for the nominal geometry: a rotated module keeps the
+    nominal window centre while its true bend moves (0.42 strip for 20 mrad about y here)."""
+    geometry, _ = station_events
+    rotated = geometry.with_misalignment(modules={(0, 0): Misalignment(rot_y_rad=0.02)})
+    nominal_bend = ModuleMap.from_layers(geometry.layers()).offset_strips
+    true_bend = ModuleMap.from_layers(rotated.layers()).offset_strips
+    assert abs(true_bend[0] - nominal_bend[0]) > 0.3
+    np.testing.assert_array_equal(DetectorSimulation(rotated, seed=1).modules.offset_strips, nominal_bend)
 
 
 def test_length_scale_moves_downstream_hits(station_events):
