@@ -7,9 +7,10 @@ the stage that fills them; a stage that does not apply leaves NaN (floats), -1 (
 Event and truth (copied from the truth, `fastsim.events.TruthEvents`):
     event_id, process (0 elastic, 1 pair, 2 external), weight (ub; sum(weight)/N is the cross
     section per target electron), true_weight (the generator's weight: weight itself in full mode;
-    in parametric mode weight is true_weight times the efficiency of the folded cuts), true_t_gev2 (Born t of the electron line, NaN for pairs),
-    true_theta_e_rad, true_theta_mu_rad, true_phi_e_rad, true_phi_mu_rad (with respect to the
-    incoming muon), true_vertex_z_cm, beam_energy_gev.
+    in parametric mode weight is true_weight times the efficiency of the folded cuts), true_t_gev2
+    (Born t of the electron line, NaN for pairs), true_theta_e_rad, true_theta_mu_rad,
+    true_phi_e_rad, true_phi_mu_rad (with respect to the incoming muon), true_vertex_z_cm,
+    beam_energy_gev.
 
 Tracking (`reco.tracking`), all in the nominal geometry:
     station (int: index of the station whose target holds the reconstructed interaction, -1 if
