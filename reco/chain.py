@@ -183,8 +183,8 @@ class Chain:
         else:
             from reco.parametric import ParametricResponse
 
-            check_calibration(config)
-            self.response = ParametricResponse.load(config.calibration, self.nominal_geometry)
+            self.response = ParametricResponse.load(config.calibration)
+            check_calibration(config, self.response.header)
         self.events_seen = 0
         self._metadata = {"chain": config.data, "config_hash": config.hash, "seed": self.seed}
 
@@ -346,15 +346,16 @@ def _first_difference(calibrated, current, key=""):
     return None if calibrated == current else (key, calibrated, current)
 
 
-def check_calibration(config: ChainConfig):
+def check_calibration(config: ChainConfig, header: dict | None = None):
     """ValueError unless `config.calibration` was measured by this version of the toolkit for
-    `config`'s `calibration_conditions`, naming the first key that differs (reads the file's
-    header only)."""
+    `config`'s nominal geometry and `calibration_conditions`, naming the first key that differs;
+    `header`: the file's header (`ParametricResponse.header`) if already read, else the header
+    alone is read from the file."""
     import fastsim
     from reco.parametric import ParametricResponse, check_calibrated_geometry
 
     path = config.calibration
-    header = ParametricResponse.read_header(path)
+    header = ParametricResponse.read_header(path) if header is None else header
     check_calibrated_geometry(header["geometry_name"], header["geometry_hash"], config.geometry.nominal(),
                               f"calibration = {path!r}")
     version = header.get("package_version")

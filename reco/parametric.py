@@ -200,38 +200,43 @@ class ParametricResponse:
     def save(self, path) -> Path:
         """Write an ``.npz`` file: the arrays and a JSON header (geometry, settings, version)."""
         path = Path(path)
-        header = {"format_version": FORMAT_VERSION, "geometry_name": self.geometry_name,
-                  "geometry_hash": self.geometry_hash, "settings": self.settings,
-                  "package_version": self.package_version}
         with path.open("wb") as handle:
-            np.savez_compressed(handle, header=np.array(json.dumps(header)),
+            np.savez_compressed(handle, header=np.array(json.dumps({"format_version": FORMAT_VERSION, **self.header})),
                                 **{name: getattr(self, name) for name in self._ARRAYS})
         return path
+
+    @property
+    def header(self) -> dict:
+        """What the file's header holds besides its format: geometry_name, geometry_hash, settings
+        (with the calibration's conditions) and package_version."""
+        return {"geometry_name": self.geometry_name, "geometry_hash": self.geometry_hash, "settings": self.settings,
+                "package_version": self.package_version}
 
     @staticmethod
     def read_header(path) -> dict:
         """The JSON header of a file written by `save` (geometry, settings with the conditions,
         package version), without its arrays; ValueError for another kind of file or format."""
+        return ParametricResponse._read(path, ())[0]
+
+    @staticmethod
+    def _read(path, names) -> tuple[dict, dict]:
+        """(header, the arrays `names`) of a file written by `save`, from one opening."""
         try:
             with np.load(Path(path), allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
+                arrays = {name: np.array(data[name]) for name in names}
         except (OSError, KeyError, ValueError) as error:
             raise ValueError(f"calibration = {str(path)!r} is not a parametric-response file: {error}") from None
         if header.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"calibration = {str(path)!r} has format version {header.get('format_version')!r}, "
                              f"this toolkit reads version {FORMAT_VERSION}")
-        return header
+        return header, arrays
 
     @classmethod
     def load(cls, path, geometry: Geometry | None = None) -> "ParametricResponse":
         """Read a file written by `save`; with `geometry`, ValueError unless it is the one of the
         calibration (same content hash)."""
-        header = cls.read_header(path)
-        try:
-            with np.load(Path(path), allow_pickle=False) as data:
-                arrays = {name: np.array(data[name]) for name in cls._ARRAYS}
-        except (OSError, KeyError, ValueError) as error:
-            raise ValueError(f"calibration = {str(path)!r} is not a parametric-response file: {error}") from None
+        header, arrays = cls._read(path, cls._ARRAYS)
         response = cls(**arrays, geometry_name=header["geometry_name"], geometry_hash=header["geometry_hash"],
                        settings=header["settings"], package_version=header.get("package_version"))
         if geometry is not None:

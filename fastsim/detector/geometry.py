@@ -435,7 +435,7 @@ class Geometry:
             if self.calorimeter.z_cm < end:
                 raise ValueError(f"calorimeter.z_cm = {self.calorimeter.z_cm!r} is before the end of the last "
                                  f"station (z = {end:.6g} cm)")
-        if any(not station.is_nominal for station in self.stations):
+        if not self.is_nominal:
             self._check_misaligned_order()
 
     def _check_misaligned_order(self):
@@ -527,7 +527,8 @@ class Geometry:
 
     @property
     def is_nominal(self) -> bool:
-        return self == self.nominal()
+        """No misalignment of any station or module (equal to `nominal()`)."""
+        return all(station.is_nominal for station in self.stations)
 
     def with_misalignment(self, modules=None, stations=None) -> "Geometry":
         """A copy with misalignments set (what simulation uses); unnamed ones are kept.
